@@ -1,0 +1,132 @@
+"""The app factory: ``create_app(settings)``. Long-lived objects are built in ``lifespan``, not at import.
+
+Tests inject what they must replace: a registry, an already-loaded encoder (the model takes seconds to
+load, so a test session loads it once), and per-backend httpx transports (``httpx.MockTransport``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from router.api import api
+from router.artifact import Artifact, ArtifactError
+from router.auth import Authenticator
+from router.backends import BackendPool, TransportFactory
+from router.decisionlog import DecisionLog
+from router.embedder import BatchingEmbedder, Embedder, TextEncoder
+from router.errors import PayloadTooLarge, error_response, install_handlers
+from router.metrics import Metrics
+from router.service import Routing, Triage
+from router.settings import Settings
+
+log = logging.getLogger("triage")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuses bodies over ``max_bytes`` (by content-length, or while reading a chunked body)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await error_response(too_large)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await error_response(too_large)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    encoder: TextEncoder | None = None,
+    transport_for: TransportFactory | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = encoder or await asyncio.to_thread(Embedder, settings.embedder)
+        artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
+        metrics = Metrics(registry or CollectorRegistry())
+        embedder = BatchingEmbedder(model, settings.embedder)
+        pool = BackendPool(settings.backends, settings.health, metrics, transport_for)
+        decisions = DecisionLog(settings.decision_log)
+        triage = Triage(settings, Routing(artifact), embedder, pool, metrics, decisions,
+                        Authenticator(settings.auth))
+        await embedder.start()
+        pool.start()
+        app.state.triage = triage
+        _on_sighup(triage)
+        log.info("Triage ready: %d backends, artifact k=%d, generalist %s",
+                 len(pool.backends), artifact.k, settings.generalist_name)
+        try:
+            yield
+        finally:
+            app.state.triage = None
+            await embedder.stop()
+            await pool.aclose()
+            decisions.close()
+
+    app = FastAPI(
+        title="Triage",
+        summary="An OpenAI-compatible router in front of a fleet of specialist LLMs",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.triage = None
+    install_handlers(app)
+    app.include_router(api)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    return app
+
+
+def _on_sighup(triage: Triage) -> None:
+    """SIGHUP reloads the artifact like POST /admin/reload (main thread only, e.g. under `triage serve`)."""
+
+    def reload() -> None:
+        try:
+            triage.reload()
+            log.info("artifact reloaded on SIGHUP")
+        except (ArtifactError, Exception) as exc:
+            log.error("artifact reload on SIGHUP rejected, the previous one keeps serving: %s", exc)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, NotImplementedError, ValueError):
+        pass

@@ -1,0 +1,113 @@
+"""The ``triage`` command: serve, route offline; calibrate/eval and specialists live in their packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+DELEGATED = {"calibrate": "calibration.cli", "eval": "calibration.cli", "specialists": "specialists.cli"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Route queries across a fleet of LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible router")
+    serve.add_argument("--config", required=True, help="YAML config (TRIAGE_* variables override it)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--log-level", default="info")
+
+    route = sub.add_parser("route", help="route queries offline, exactly as the server would")
+    route.add_argument("--artifact", required=True)
+    route.add_argument("--input", required=True, help='JSONL rows {"id", "query"}')
+    route.add_argument("--knob", type=float, action="append", required=True)
+    route.add_argument("--output", required=True)
+    route.add_argument("--batch-size", type=int, default=64)
+
+    for name in DELEGATED:
+        sub.add_parser(name, help=f"see 'triage {name} --help'", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module = importlib.import_module(DELEGATED[argv[0]])
+        rest = argv if DELEGATED[argv[0]] == "calibration.cli" else argv[1:]
+        return int(module.main(rest))
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return route(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.app import create_app
+    from router.settings import ConfigError, load_settings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if args.host or args.port:
+        overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=args.log_level,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+def route(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from router.artifact import Artifact, ArtifactError
+    from router.embedder import Embedder
+    from router.policy import Policy
+
+    for knob in args.knob:
+        if not 0 <= knob <= 1:
+            print(f"triage route: --knob {knob} is outside [0, 1]", file=sys.stderr)
+            return 2
+    rows = []
+    for number, line in enumerate(Path(args.input).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append((str(row["id"]), str(row["query"])))
+        except (ValueError, KeyError, TypeError):
+            print(f"triage route: line {number} of the input needs JSON with 'id' and 'query'", file=sys.stderr)
+            return 2
+    embedder = Embedder()
+    try:
+        artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim)
+    except ArtifactError as exc:
+        print(f"triage route: {exc}", file=sys.stderr)
+        return 2
+    policy = Policy(artifact)
+    vectors = embedder.encode([q for _, q in rows], batch_size=args.batch_size, progress=len(rows) > 256)
+    with open(args.output, "w") as out:
+        for knob in args.knob:
+            decisions = policy.decide(vectors, np.full(len(rows), knob))
+            for (row_id, _), decision in zip(rows, decisions, strict=True):
+                out.write(json.dumps({"id": row_id, "knob": knob, "model": decision.model,
+                                      "cluster": decision.cluster, "ood_score": decision.ood_score,
+                                      "reason": decision.reason}) + "\n")
+    print(f"wrote {len(rows) * len(args.knob)} decisions to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Prometheus metrics on an injected registry. Names and labels: docs/contracts.md.
+
+Labels come only from small fixed sets (backend names from the config, cluster ids from the artifact,
+reasons, outcomes): never query text or a request id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+UNIT_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "triage_requests", "Routed requests", ["backend", "cluster", "reason", "outcome"], registry=registry
+        )
+        self.decision_seconds = Histogram(
+            "triage_decision_seconds", "Time to decide (embed + assign + policy)", buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "triage_request_seconds", "End-to-end request time", ["backend"], buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter("triage_tokens", "Tokens by backend", ["backend", "kind"], registry=registry)
+        self.cost_usd = Counter("triage_cost_usd", "Spend (usage x prices)", ["backend"], registry=registry)
+        self.counterfactual_cost_usd = Counter(
+            "triage_counterfactual_cost_usd", "Spend had the reference model answered every request",
+            registry=registry,
+        )
+        self.expected_accuracy = Histogram(
+            "triage_expected_accuracy", "Calibrated accuracy of each decision", ["backend"],
+            buckets=UNIT_BUCKETS, registry=registry,
+        )
+        self.ood_score = Histogram(
+            "triage_ood_score", "Out-of-domain score of routed queries",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0), registry=registry,
+        )
+        self.fallbacks = Counter("triage_fallbacks", "Fallbacks by reason", ["reason"], registry=registry)
+        self.backend_up = Gauge("triage_backend_up", "1 if the last probe or call succeeded", ["backend"],
+                                registry=registry)
+        self.circuit_state = Gauge("triage_circuit_state", "0 closed, 1 half-open, 2 open", ["backend"],
+                                   registry=registry)
+        self.feedback_score = Histogram(
+            "triage_feedback_score", "Observed outcome from feedback", ["backend"], buckets=UNIT_BUCKETS,
+            registry=registry,
+        )
+        self.feedback = Counter("triage_feedback", "Feedback calls joined to a decision", ["backend"],
+                                registry=registry)
+
+    def declare_backends(self, names: list[str]) -> None:
+        """Create each backend's series up front so dashboards show zeros, not gaps."""
+        for name in names:
+            self.backend_up.labels(name).set(1)
+            self.circuit_state.labels(name).set(0)
+            self.cost_usd.labels(name)
+            for kind in ("prompt", "completion"):
+                self.tokens.labels(name, kind)
+        for reason in ("ood", "cliff", "backend_error", "circuit_open"):
+            self.fallbacks.labels(reason)
+        self.counterfactual_cost_usd.inc(0)
+
+    def set_circuit(self, backend: str, state: str) -> None:
+        self.circuit_state.labels(backend).set(CIRCUIT_STATES[state])
+        self.backend_up.labels(backend).set(0 if state == "open" else 1)

@@ -1,0 +1,127 @@
+"""Request and response models of Triage's OpenAI-compatible API.
+
+Requests validate the fields Triage reads and keep every other field (``extra="allow"``) so it passes
+through to the backend unchanged. Fields follow the order of OpenAI's reference; Triage's own extensions
+are in the marked block.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+KNOB_ALIASES = {"quality": 1.0, "balanced": 0.5, "cost": 0.0}
+VIRTUAL_MODEL = "triage"
+
+
+class TriageOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    knob: float | None = Field(None, ge=0, le=1, description="1 = most accurate, 0 = cheapest acceptable")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str = Field(min_length=1)
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        if isinstance(self.content, list):
+            return "\n".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | int | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=128)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    user: str | None = None
+    # --- Triage extensions -------------------------------------------------------------------
+    triage: TriageOptions | None = None
+
+    def backend_body(self, backend_model: str) -> dict[str, Any]:
+        """What the backend receives: the client's body, its own model id, no Triage extensions."""
+        body = self.model_dump(exclude_unset=True, exclude={"triage"})
+        body["model"] = backend_model
+        return body
+
+
+class ChatCompletionRequest(_Common):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def routing_text(self) -> str:
+        """The last user turn, with the system prompt before it: what places the query."""
+        system = [m.text() for m in self.messages if m.role in ("system", "developer")]
+        users = [m.text() for m in self.messages if m.role == "user"]
+        last = users[-1] if users else self.messages[-1].text()
+        return "\n".join([*system[:1], last]).strip()
+
+    def prompt_chars(self) -> int:
+        return sum(len(m.text()) for m in self.messages)
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] = Field(min_length=1)
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not all(isinstance(p, str) for p in value):
+            raise ValueError("prompt must be a string or a list of strings")
+        if not (value if isinstance(value, str) else "".join(value)).strip():
+            raise ValueError("prompt is empty")
+        return value
+
+    def routing_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[-1]
+
+    def prompt_chars(self) -> int:
+        return len(self.prompt) if isinstance(self.prompt, str) else sum(len(p) for p in self.prompt)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=128)
+    score: float = Field(ge=0, le=1)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "triage"
+    # --- Triage extensions -------------------------------------------------------------------
+    role: str | None = None
+    knob: float | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
