@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
@@ -126,7 +126,5 @@ def _on_sighup(triage: Triage) -> None:
         except (ArtifactError, Exception) as exc:
             log.error("artifact reload on SIGHUP rejected, the previous one keeps serving: %s", exc)
 
-    try:
+    with suppress(RuntimeError, NotImplementedError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
-    except (RuntimeError, NotImplementedError, ValueError):
-        pass

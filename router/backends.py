@@ -10,6 +10,7 @@ still be retried elsewhere; after that the bytes go to the client as they come, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -216,8 +217,6 @@ class BackendPool:
     async def aclose(self) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
-            except asyncio.CancelledError:
-                pass
         await asyncio.gather(*(b.client.aclose() for b in self.backends.values()))

@@ -8,6 +8,7 @@ call on a worker thread, so the event loop never runs the model and concurrent r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,10 +100,8 @@ class BatchingEmbedder:
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
 
     async def embed(self, text: str) -> Vectors:
