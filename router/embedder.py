@@ -56,7 +56,9 @@ class Embedder:
             raise EmbedderError(f"embedding model directory not found for {settings.name!r}")
         self.name = settings.name
         self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        dim = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the accessor; older versions only have the long name.
+        getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = getter()
         if dim is None:
             raise EmbedderError(f"{settings.name!r} does not report an embedding dimension")
         self.dim = int(dim)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The router's environment (.venv): torch 2.13.0 CPU first (a bare `torch` pulls a multi-GB CUDA build),
+# then Triage with its dev extras. Idempotent and quick when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.triage-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[setup] installing torch 2.13.0 (CPU) and Triage into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, sentence_transformers, fastapi, openai" \
+    || { echo "[setup] the router environment is broken; see the pip output above" >&2; exit 1; }
+  touch "$stamp"
+fi
+echo "[setup] router environment ready (.venv)"

@@ -1,0 +1,98 @@
+"""A small fake OpenAI-compatible backend for httpx.MockTransport: fast unit tests and fault injection.
+
+It answers like vLLM does (ids, usage, SSE chunks, a final usage chunk when asked, ``data: [DONE]``) and
+records every request it saw, so tests can assert what the router forwarded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class FakeBackend:
+    served_model: str
+    reply: str = "Hello from the fake backend."
+    fault: str | None = None  # None | "500" | "connect" | "malformed" | "broken_sse" | "reset_mid_stream" | "400"
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            if self.fault == "connect":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(200, json={"object": "list", "data": [{"id": self.served_model}]})
+        body = json.loads(request.content)
+        self.seen.append(body)
+        if self.fault == "connect":
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.fault == "500":
+            return httpx.Response(500, json={"error": {"message": "boom", "type": "server_error"}})
+        if self.fault == "400":
+            return httpx.Response(400, json={"error": {"message": "max_tokens is too large", "type":
+                                                       "invalid_request_error", "param": "max_tokens", "code": None}})
+        if self.fault == "malformed":
+            return httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"})
+        chat = request.url.path.endswith("/chat/completions")
+        if body.get("model") != self.served_model:
+            return httpx.Response(404, json={"error": {"message": f"model {body.get('model')} not served",
+                                                       "type": "NotFoundError", "param": None, "code": 404}})
+        if body.get("stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                  stream=_Stream(self._events(body, chat)))
+        return httpx.Response(200, json=self._completion(body, chat))
+
+    def _usage(self) -> dict[str, int]:
+        words = len(self.reply.split())
+        return {"prompt_tokens": 11, "completion_tokens": words, "total_tokens": 11 + words}
+
+    def _completion(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
+        if chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": self.reply},
+                                      "finish_reason": "stop", "logprobs": None}
+            return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": self.served_model,
+                    "choices": [choice], "usage": self._usage()}
+        return {"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": self.served_model,
+                "choices": [{"index": 0, "text": self.reply, "finish_reason": "stop", "logprobs": None}],
+                "usage": self._usage()}
+
+    async def _events(self, body: dict[str, Any], chat: bool) -> AsyncIterator[bytes]:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        words = self.reply.split()
+        for i, word in enumerate(words):
+            if self.fault == "reset_mid_stream" and i == 2:
+                raise httpx.ReadError("connection reset by peer")
+            piece = word if i == 0 else " " + word
+            if chat:
+                choice: dict[str, Any] = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                obj = "chat.completion.chunk"
+            else:
+                choice = {"index": 0, "text": piece, "finish_reason": None}
+                obj = "text_completion"
+            chunk = {"id": "chatcmpl-fake", "object": obj, "created": 1, "model": self.served_model,
+                     "choices": [choice], "usage": None}
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        if self.fault == "broken_sse":
+            yield b"data: {\"truncated"
+            return
+        if include_usage:
+            final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                     "model": self.served_model, "choices": [], "usage": self._usage()}
+            yield b"data: " + json.dumps(final).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        self._events = events
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for event in self._events:
+            yield event

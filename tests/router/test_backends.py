@@ -1,0 +1,79 @@
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from router.backends import BackendClientError, BackendError, BackendPool
+from router.metrics import Metrics
+from router.settings import BackendSettings, HealthSettings
+from tests.fakes import FakeBackend
+
+
+def pool_for(fake: FakeBackend, **health: float) -> tuple[BackendPool, Metrics]:
+    settings = BackendSettings(name="b", base_url="http://b.test/v1", model=fake.served_model, api_key="sk-secret")
+    metrics = Metrics(CollectorRegistry())
+    pool = BackendPool([settings], HealthSettings(probe_interval_s=0, **health), metrics,  # type: ignore[arg-type]
+                       lambda _: fake.transport())
+    return pool, metrics
+
+
+async def test_json_call_sends_the_key_and_returns_the_body() -> None:
+    seen: list[httpx.Request] = []
+    fake = FakeBackend("m")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return await fake.handle(request)
+
+    settings = BackendSettings(name="b", base_url="http://b.test/v1", model="m", api_key="sk-secret")
+    pool = BackendPool([settings], HealthSettings(probe_interval_s=0), Metrics(CollectorRegistry()),
+                       lambda _: httpx.MockTransport(handler))
+    data = await pool["b"].post_json("/chat/completions", {"model": "m", "messages": []})
+    assert data["choices"][0]["message"]["content"] == fake.reply
+    assert seen[0].url == "http://b.test/v1/chat/completions"
+    assert seen[0].headers["authorization"] == "Bearer sk-secret"
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("fault", ["500", "connect", "malformed"])
+async def test_failures_raise_backend_error_and_open_the_circuit(fault: str) -> None:
+    pool, metrics = pool_for(FakeBackend("m", fault=fault), failure_threshold=2)
+    for _ in range(2):
+        with pytest.raises(BackendError) as info:
+            await pool["b"].post_json("/chat/completions", {"model": "m"})
+        assert "sk-secret" not in str(info.value) and "b.test" not in str(info.value)
+    assert pool.available() == set()
+    assert metrics.registry.get_sample_value("triage_circuit_state", {"backend": "b"}) == 2
+    assert metrics.registry.get_sample_value("triage_backend_up", {"backend": "b"}) == 0
+    await pool.aclose()
+
+
+async def test_a_4xx_is_the_clients_fault_and_keeps_the_circuit_closed() -> None:
+    pool, _ = pool_for(FakeBackend("m", fault="400"), failure_threshold=1)
+    with pytest.raises(BackendClientError) as info:
+        await pool["b"].post_json("/chat/completions", {"model": "m"})
+    assert info.value.status == 400
+    assert info.value.body["error"]["param"] == "max_tokens"
+    assert pool.available() == {"b"}
+    await pool.aclose()
+
+
+async def test_stream_returns_after_the_first_chunk_and_relays_the_rest() -> None:
+    pool, _ = pool_for(FakeBackend("m", reply="one two three"))
+    stream = await pool["b"].open_stream("/chat/completions", {"model": "m", "stream": True})
+    assert stream.first.startswith(b"data: ")
+    body = b"".join([chunk async for chunk in stream.chunks()])
+    await stream.aclose()
+    assert body.endswith(b"data: [DONE]\n\n") and body.count(b"chat.completion.chunk") == 3
+    await pool.aclose()
+
+
+async def test_probe_feeds_the_circuit() -> None:
+    fake = FakeBackend("m", fault="connect")
+    pool, _ = pool_for(fake, failure_threshold=2)
+    assert await pool.probe_all() == {"b": False}
+    await pool.probe_all()
+    assert pool.available() == set()
+    fake.fault = None
+    assert await pool.probe_all() == {"b": True}
+    assert pool.available() == {"b"}
+    await pool.aclose()

@@ -1,0 +1,43 @@
+from router.circuit import Circuit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_opens_after_consecutive_failures_then_half_open_then_closes() -> None:
+    clock, changes = Clock(), []
+    circuit = Circuit(failure_threshold=3, open_seconds=10, clock=clock, on_change=changes.append)
+    circuit.record_failure()
+    circuit.record_failure()
+    assert circuit.allows()
+    circuit.record_failure()
+    assert circuit.state == "open" and not circuit.allows()
+    clock.now = 10
+    assert circuit.state == "half_open" and circuit.allows()
+    circuit.record_success()
+    assert circuit.state == "closed"
+    assert changes == ["open", "half_open", "closed"]
+
+
+def test_a_failed_half_open_probe_reopens_at_once() -> None:
+    clock = Clock()
+    circuit = Circuit(failure_threshold=2, open_seconds=5, clock=clock)
+    circuit.record_failure()
+    circuit.record_failure()
+    clock.now = 6
+    assert circuit.state == "half_open"
+    circuit.record_failure()
+    assert circuit.state == "open"
+
+
+def test_success_resets_the_failure_count() -> None:
+    circuit = Circuit(failure_threshold=2)
+    circuit.record_failure()
+    circuit.record_success()
+    circuit.record_failure()
+    assert circuit.state == "closed"
