@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Triage on this machine, from nothing: calibrate from real routing data, start the CPU vLLM backend,
+# start the router, send one request through the official openai SDK, print how to use it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${DATA:-../shared/data}"
+TRIAGE=.venv/bin/triage
+ARTIFACT=var/artifacts/routerdc
+PORT="${PORT:-8000}"
+mkdir -p var/log var/run
+
+if [ ! -f "$ARTIFACT/manifest.json" ]; then
+  echo "[run] calibrating the routing table from $DATA/routing/routerdc_7model.jsonl (train split; ~2 min)"
+  "$TRIAGE" calibrate --data "$DATA/routing/routerdc_7model.jsonl" --out "$ARTIFACT" \
+    --generalist meta-llama/Meta-Llama-3-8B
+fi
+
+echo "[run] starting the CPU vLLM backend (SmolLM2-135M-Instruct standing in for the seven models)"
+"$TRIAGE" specialists up --fleet specialists/fleets/local-cpu.yaml
+
+if [ -f var/run/router.pid ] && kill -0 "$(cat var/run/router.pid)" 2>/dev/null; then
+  echo "[run] the router is already running (pid $(cat var/run/router.pid))"
+else
+  echo "[run] starting the router on 127.0.0.1:$PORT (log: var/log/router.log)"
+  nohup "$TRIAGE" serve --config config/local.yaml --port "$PORT" >var/log/router.log 2>&1 &
+  echo $! >var/run/router.pid
+fi
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
+  kill -0 "$(cat var/run/router.pid)" 2>/dev/null || { echo "[run] the router exited; see var/log/router.log" >&2; tail -20 var/log/router.log >&2; exit 1; }
+  sleep 1
+done
+curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null || { echo "[run] the router did not become ready in 120 s" >&2; exit 1; }
+
+echo "[run] one request through the openai SDK:"
+.venv/bin/python examples/quickstart.py --base-url "http://127.0.0.1:$PORT/v1"
+cat <<EOT
+
+Triage is running at http://127.0.0.1:$PORT/v1 (OpenAI-compatible).
+  models:   curl -s http://127.0.0.1:$PORT/v1/models
+  decision: curl -s http://127.0.0.1:$PORT/v1/route -H 'content-type: application/json' \\
+              -d '{"model":"triage","messages":[{"role":"user","content":"What is 12*7?"}]}'
+  metrics:  curl -s http://127.0.0.1:$PORT/metrics
+  stop:     make down
+EOT
