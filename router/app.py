@@ -81,7 +81,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = encoder or await asyncio.to_thread(Embedder, settings.embedder)
+        model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(Embedder, settings.embedder)
         artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
         metrics = Metrics(registry or CollectorRegistry())
         embedder = BatchingEmbedder(model, settings.embedder)

@@ -175,19 +175,18 @@ class BackendPool:
                 timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             )
-            circuit = Circuit(
-                health.failure_threshold,
-                health.open_seconds,
-                on_change=lambda state, name=settings.name: self._changed(name, state),
-            )
+            circuit = Circuit(health.failure_threshold, health.open_seconds, on_change=self._watcher(settings.name))
             self.backends[settings.name] = Backend(settings, client, circuit)
         self.metrics = metrics
         metrics.declare_backends(list(self.backends))
         self._probe_task: asyncio.Task[None] | None = None
 
-    def _changed(self, name: str, state: str) -> None:
-        log.warning("circuit of backend %s is now %s", name, state)
-        self.metrics.set_circuit(name, state)
+    def _watcher(self, name: str) -> Callable[[str], None]:
+        def changed(state: str) -> None:
+            log.warning("circuit of backend %s is now %s", name, state)
+            self.metrics.set_circuit(name, state)
+
+        return changed
 
     def __getitem__(self, name: str) -> Backend:
         return self.backends[name]
