@@ -1,0 +1,74 @@
+"""A whole bench stack: a calibrated artifact, one fake backend per artifact model, ``triage serve`` in front.
+
+The artifact is calibrated once from the routerdc score matrix (``triage calibrate``) and reused from
+``var/bench/artifact``; delete that directory to rebuild it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bench.fleet import FakeProcess, TriageProcess, fleet_config
+
+DATA = "/work/shared/data/routing/routerdc_7model.jsonl"
+GENERALIST = "meta-llama/Meta-Llama-3-8B"
+
+
+def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST) -> Path:
+    """Calibrate with the project's own CLI unless ``out`` already holds an artifact."""
+    if not (out / "manifest.json").exists():
+        from calibration.cli import main as calibrate
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        code = calibrate(["calibrate", "--data", data, "--out", str(out), "--generalist", generalist])
+        if code:
+            raise RuntimeError(f"triage calibrate exited with {code}")
+    return out
+
+
+def artifact_models(path: Path) -> tuple[list[str], str]:
+    from router.artifact import Artifact
+
+    artifact = Artifact.load(path)
+    return list(artifact.models), artifact.generalist
+
+
+class BenchStack:
+    """Context manager: starts everything on 127.0.0.1 and stops every process it started, by pid."""
+
+    def __init__(self, artifact: Path, workdir: Path, health: dict[str, Any] | None = None,
+                 fake_options: dict[str, Any] | None = None, **config: Any) -> None:
+        self.artifact = ensure_artifact(artifact)
+        self.workdir = workdir
+        self.models, self.generalist = artifact_models(self.artifact)
+        self.fakes: dict[str, FakeProcess] = {}
+        self.health = {"probe_interval_s": 0.5, **(health or {})}
+        self.fake_options = fake_options or {}
+        self.config = config
+        self.triage: TriageProcess
+
+    def __enter__(self) -> BenchStack:
+        try:
+            for i, model in enumerate(self.models):
+                self.fakes[model] = FakeProcess(f"served-{i}", dict(self.fake_options)).start()
+            config = fleet_config(self.artifact.resolve(), self.models, self.generalist,
+                                  [self.fakes[m].base_url for m in self.models],
+                                  [self.fakes[m].served_name for m in self.models],
+                                  health=self.health, **self.config)
+            self.triage = TriageProcess(config, self.workdir).start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        triage = getattr(self, "triage", None)
+        if triage is not None:
+            triage.stop()
+        for fake in self.fakes.values():
+            fake.kill()
