@@ -81,7 +81,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, force: bool = False) -> Convert
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (torch's Module typing forbids None here)
     model.save_pretrained(tmp_dir, safe_serialization=True)
     tokenizer.save_pretrained(tmp_dir)
     if not getattr(tokenizer, "chat_template", None):
