@@ -1,0 +1,150 @@
+"""What Triage adds to a request: the same requests sent straight to a backend and through Triage, interleaved.
+
+    .venv/bin/python -m bench.proxy_overhead [--requests 400] [--vllm-url http://127.0.0.1:8101/v1 --vllm-model M]
+
+Targets, sent in turn within one run so that every row sees the same machine noise:
+    direct        the fast fake backend itself (no delay: the fake's own cost is the floor)
+    pinned        through Triage with ``model=<backend name>``: proxying only, no routing decision
+    routed        through Triage with ``model=triage`` and a new prompt each time: embed + decide + proxy
+Non-streaming (total) and streaming (time to the first token, and total), at 1 and 64 concurrent clients.
+Added latency is reported as the difference of medians (and of p99s) against ``direct``, and as a ratio.
+With ``--vllm-url``, one more row pair against a real (CPU) vLLM server: direct vs pinned through Triage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.fleet import FakeProcess, TriageProcess, fleet_config
+from bench.load import load_queries
+from bench.stack import artifact_models, ensure_artifact
+from bench.timing import Series, timed_call
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str  # the /v1 base
+    model: str | None  # None: a fresh "triage" prompt each time
+
+
+def bodies(target: Target, stream: bool, prompts: Iterator[str], max_tokens: int) -> dict[str, Any]:
+    prompt = next(prompts) if target.model is None else "Say hello in one short sentence."
+    body: dict[str, Any] = {"model": target.model or "triage", "max_tokens": max_tokens, "stream": stream,
+                            "messages": [{"role": "user", "content": prompt}]}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def measure(targets: list[Target], stream: bool, concurrency: int, requests: int, prompts: Iterator[str],
+                  max_tokens: int) -> dict[str, Series]:
+    """``requests`` per target; each client sends to the targets in turn, so they share the same moments."""
+    series = {t.name: Series() for t in targets}
+    plan = [t for _ in range(requests) for t in targets]
+    cursor = iter(plan)
+    limits = httpx.Limits(max_connections=concurrency * len(targets), max_keepalive_connections=concurrency * 4)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300, connect=10)) as client:
+        async def client_loop() -> None:
+            for target in cursor:
+                body = bodies(target, stream, prompts, max_tokens)
+                try:
+                    timed = await timed_call(client, target.url + "/chat/completions", body, {})
+                except httpx.HTTPError:
+                    series[target.name].failures += 1
+                    continue
+                series[target.name].add(timed)
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    return series
+
+
+def rows(label: str, series: dict[str, Series], baseline: str, ttft: bool) -> list[str]:
+    base = series[baseline]
+    out = []
+    for name, s in series.items():
+        p50, p99 = s.p(0.5, ttft), s.p(0.99, ttft)
+        if name == baseline:
+            added = "baseline"
+        else:
+            b50, b99 = base.p(0.5, ttft), base.p(0.99, ttft)
+            added = f"+{p50 - b50:7.2f} / +{p99 - b99:7.2f}   x{p50 / b50:5.2f} / x{p99 / b99:5.2f}"
+        n = len(s.first_token if ttft else s.total)
+        out.append(f"{label:<34}{name:<9}{n:>6}{s.failures:>5}{p50:>10.2f}{p99:>10.2f}   {added}")
+    return out
+
+
+async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, backend: str) -> list[str]:
+    prompts = itertools.cycle(load_queries(20_000, seed=11))
+    targets = [Target("direct", fake.base_url, fake.served_name), Target("pinned", triage_url + "/v1", backend),
+               Target("routed", triage_url + "/v1", None)]
+    header = f"{'mode':<34}{'target':<9}{'n':>6}{'fail':>5}{'p50 ms':>10}{'p99 ms':>10}   added p50 / p99 (ms), ratio"
+    lines = [header]
+    for concurrency in (1, 64):
+        n = args.requests if concurrency == 1 else args.requests * 2
+        await measure(targets, False, concurrency, 10, prompts, args.max_tokens)  # warm connections and caches
+        plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens)
+        lines += rows(f"non-streaming total, c={concurrency}", plain, "direct", ttft=False)
+        streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens)
+        lines += rows(f"streaming first token, c={concurrency}", streamed, "direct", ttft=True)
+        lines += rows(f"streaming total, c={concurrency}", streamed, "direct", ttft=False)
+    if args.vllm_url:
+        vllm = [Target("direct", args.vllm_url.rstrip("/"), args.vllm_model),
+                Target("pinned", triage_url + "/v1", "vllm")]
+        for stream in (False, True):
+            got = await measure(vllm, stream, 1, args.vllm_requests, prompts, args.vllm_max_tokens)
+            lines += rows(f"vLLM {'streaming first token' if stream else 'non-streaming'}, c=1", got, "direct",
+                          ttft=stream)
+    return lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="per target at c=1 (twice that at c=64)")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--artifact", default="var/bench/artifact")
+    parser.add_argument("--workdir", default="var/bench/overhead")
+    parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server's /v1 base (optional)")
+    parser.add_argument("--vllm-model", default=None, help="the model id that server serves")
+    parser.add_argument("--vllm-requests", type=int, default=20)
+    parser.add_argument("--vllm-max-tokens", type=int, default=16)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    artifact = ensure_artifact(Path(args.artifact))
+    models, generalist = artifact_models(artifact)
+    fake = FakeProcess("fast", {"latency_ms": 0, "tokens_per_s": 0, "completion_tokens": args.max_tokens}).start()
+    triage: TriageProcess | None = None
+    try:
+        # Every backend is the same fake process, so "direct" and "through Triage" reach the same server.
+        config = fleet_config(artifact.resolve(), models, generalist, [fake.base_url] * len(models),
+                              [fake.served_name] * len(models), health={"probe_interval_s": 0})
+        if args.vllm_url:
+            if not args.vllm_model:
+                print("--vllm-model is required with --vllm-url", file=sys.stderr)
+                return 2
+            config["backends"].append({"name": "vllm", "base_url": args.vllm_url.rstrip("/"),
+                                       "model": args.vllm_model, "role": "specialist"})
+        triage = TriageProcess(config, Path(args.workdir)).start()
+        lines = asyncio.run(run(args, triage.url, fake, models[0]))
+    finally:
+        if triage is not None:
+            triage.stop()
+        fake.kill()
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

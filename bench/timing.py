@@ -1,0 +1,76 @@
+"""Timing one OpenAI-style request from the client's side: total time, and time to the first token in a stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.outcomes import percentile
+
+
+@dataclass
+class Timed:
+    ok: bool
+    total: float
+    first_token: float | None = None
+
+
+async def timed_call(client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]) -> Timed:
+    """POSTs ``body``; for a stream, the first token is the first chunk with content (not the role chunk)."""
+    started = time.perf_counter()
+    if not body.get("stream"):
+        response = await client.post(url, json=body, headers=headers)
+        return Timed(response.status_code == 200 and b'"choices"' in response.content, time.perf_counter() - started)
+    first: float | None = None
+    pending = b""
+    tail = b""
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        async for chunk in response.aiter_raw():
+            if first is None:
+                pending += chunk
+                *events, pending = pending.split(b"\n\n")
+                if any(_has_token(event) for event in events):
+                    first = time.perf_counter() - started
+            tail = (tail + chunk)[-64:]
+    ok = response.status_code == 200 and tail.rstrip().endswith(b"data: [DONE]")
+    return Timed(ok, time.perf_counter() - started, first)
+
+
+def _has_token(event: bytes) -> bool:
+    """Whether an SSE event carries generated text (any server's spacing; the role-only chunk does not count)."""
+    data = event.strip().removeprefix(b"data:").strip()
+    if not data.startswith(b"{"):
+        return False
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return False
+    for choice in payload.get("choices") or []:
+        if (choice.get("delta") or {}).get("content") or choice.get("text"):
+            return True
+    return False
+
+
+@dataclass
+class Series:
+    """All timings of one row of a table (one target, one mode, one concurrency)."""
+
+    total: list[float] = field(default_factory=list)
+    first_token: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def add(self, timed: Timed) -> None:
+        if not timed.ok:
+            self.failures += 1
+            return
+        self.total.append(timed.total)
+        if timed.first_token is not None:
+            self.first_token.append(timed.first_token)
+
+    def p(self, q: float, ttft: bool = False) -> float:
+        """Percentile in milliseconds."""
+        return percentile(self.first_token if ttft else self.total, q) * 1000
