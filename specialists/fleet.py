@@ -40,6 +40,8 @@ class LaunchSpec(BaseModel):
     enable_lora: bool = False
     lora_modules: dict[str, str] = Field(default_factory=dict, description="served name -> adapter path/id")
     max_lora_rank: int | None = Field(None, ge=1)
+    # Base models ship no chat template and vLLM refuses /v1/chat/completions without one.
+    chat_template: str | None = Field(None, description="jinja file (relative: to the fleet file)")
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -74,6 +76,8 @@ class LaunchSpec(BaseModel):
             ("--max-lora-rank", self.max_lora_rank),
         ]
         args += [item for flag, value in optional if value is not None for item in (flag, str(value))]
+        if self.chat_template:
+            args += ["--chat-template", str(base_dir / self.chat_template)]
         if self.enforce_eager:
             args.append("--enforce-eager")
         if self.enable_lora:

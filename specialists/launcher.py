@@ -25,6 +25,9 @@ from pathlib import Path
 import httpx
 
 DEFAULT_RUN_DIR = Path("var/run/specialists")
+# Servers this process started, kept so their exit status is collected (no zombies) and Popen does not warn
+# that it was dropped while its process was still running. `down` from another shell works by PID alone.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LauncherError(Exception):
@@ -119,6 +122,7 @@ def start(
             )
         except OSError as exc:
             raise LauncherError(f"cannot start {name}: {argv[0]}: {exc.strerror}") from None
+    _CHILDREN[process.pid] = process
     record = RunningServer(
         name, process.pid, port, host, list(served_names), list(argv), str(log_path), time.time()
     )
@@ -145,6 +149,7 @@ def wait_ready(
             return time.monotonic() - started
         elapsed = time.monotonic() - started
         if not is_alive(server.pid):
+            _reap(server.pid)
             raise LauncherError(f"{server.name} exited after {elapsed:.0f} s; its log ({server.log}) ends:\n"
                                 f"{log_tail(Path(server.log))}")
         if elapsed >= timeout:
@@ -163,6 +168,7 @@ def wait_ready(
 def stop(server: RunningServer, grace: float = 20.0) -> bool:
     """SIGTERM the server's whole process group, SIGKILL after ``grace`` seconds. True if it was running."""
     if not is_alive(server.pid):
+        _reap(server.pid)
         return False
     _signal_group(server.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -250,8 +256,10 @@ def _descendants(pid: int) -> list[int]:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when this process started the server, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    process = _CHILDREN.pop(pid, None)
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 def eprint(message: str) -> None:
