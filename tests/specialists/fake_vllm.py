@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
             if self.path != "/v1/models":
                 self.send_error(404)
                 return
-            body = json.dumps({"object": "list", "data": [{"id": n, "object": "model"} for n in names]}).encode()
+            models = [{"id": name, "object": "model"} for name in names]
+            body = json.dumps({"object": "list", "data": models}).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))

@@ -14,7 +14,8 @@ from specialists.fleet import LaunchSpec, load_fleet, parse_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 FLEETS = REPO / "specialists" / "fleets"
-ROUTERDC = Path(os.environ.get("TRIAGE_TEST_DATA", REPO.parent / "shared" / "data")) / "routing/routerdc_7model.jsonl"
+DATA = Path(os.environ.get("TRIAGE_TEST_DATA", REPO.parent / "shared" / "data"))
+ROUTERDC = DATA / "routing" / "routerdc_7model.jsonl"
 
 
 def routerdc_models() -> list[str]:
@@ -55,12 +56,13 @@ def test_router_settings_accept_the_fleet(name: str, tmp_path: Path) -> None:
 
 
 def test_argv_is_vllms_openai_server_with_resolved_paths(tmp_path: Path) -> None:
-    spec = LaunchSpec(model="../models/m", python="../venv/bin/python", port=8101, served_model_names=("a", "b"),
-                      max_model_len=2048, enforce_eager=True, cpu_kvcache_gib=2)
+    spec = LaunchSpec(model="../models/m", python="../venv/bin/python", port=8101,
+                      served_model_names=("a", "b"), max_model_len=2048, enforce_eager=True, cpu_kvcache_gib=2)
 
     argv = spec.argv(tmp_path / "fleets", port=9000)
 
-    assert argv[0] == str(tmp_path / "fleets" / "../venv/bin/python")  # not resolved: a venv python is a symlink
+    # Not resolved: a venv's python is a symlink to the base interpreter, which would lose the venv.
+    assert argv[0] == str(tmp_path / "fleets" / "../venv/bin/python")
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--model") + 1] == str((tmp_path / "models" / "m").resolve())
     assert argv[argv.index("--served-model-name") + 1:][:2] == ["a", "b"]
@@ -70,8 +72,8 @@ def test_argv_is_vllms_openai_server_with_resolved_paths(tmp_path: Path) -> None
 
 
 def test_hf_model_ids_and_lora_modules_pass_through() -> None:
-    spec = LaunchSpec(model="mistralai/Mistral-7B-v0.1", port=8000, served_model_names=("base",), device="gpu",
-                      gpu_memory_utilization=0.9, enable_lora=True, lora_modules={"math": "org/math-lora"})
+    spec = LaunchSpec(model="mistralai/Mistral-7B-v0.1", port=8000, served_model_names=("base",),
+                      device="gpu", gpu_memory_utilization=0.9, enable_lora=True, lora_modules={"math": "org/math-lora"})
 
     argv = spec.argv(Path("/nonexistent"))
 
