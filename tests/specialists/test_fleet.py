@@ -57,7 +57,8 @@ def test_router_settings_accept_the_fleet(name: str, tmp_path: Path) -> None:
 
 def test_argv_is_vllms_openai_server_with_resolved_paths(tmp_path: Path) -> None:
     spec = LaunchSpec(model="../models/m", python="../venv/bin/python", port=8101,
-                      served_model_names=("a", "b"), max_model_len=2048, enforce_eager=True, cpu_kvcache_gib=2)
+                      served_model_names=("a", "b"), max_model_len=2048, enforce_eager=True,
+                      cpu_kvcache_gib=2)
 
     argv = spec.argv(tmp_path / "fleets", port=9000)
 
@@ -73,7 +74,8 @@ def test_argv_is_vllms_openai_server_with_resolved_paths(tmp_path: Path) -> None
 
 def test_hf_model_ids_and_lora_modules_pass_through() -> None:
     spec = LaunchSpec(model="mistralai/Mistral-7B-v0.1", port=8000, served_model_names=("base",),
-                      device="gpu", gpu_memory_utilization=0.9, enable_lora=True, lora_modules={"math": "org/math-lora"})
+                      device="gpu", gpu_memory_utilization=0.9, enable_lora=True,
+                      lora_modules={"math": "org/math-lora"})
 
     argv = spec.argv(Path("/nonexistent"))
 
