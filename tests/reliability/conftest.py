@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bench.fleet import FakeProcess, fleet_config
-from bench.stack import ensure_artifact
+from bench.synthetic import write_synthetic_artifact
 from router.app import create_app
 from router.artifact import Artifact
 from router.embedder import Embedder
@@ -27,15 +27,25 @@ from router.settings import load_settings
 from tests.reliability.rig import HEALTHY, Rig, RigFactory
 from tests.server import serve
 
+# The routerdc fleet (shared/data/routing/routerdc_7model.jsonl), generalist first.
+ROUTERDC_MODELS = ["meta-llama/Meta-Llama-3-8B", "mistralai/Mistral-7B-v0.1", "meta-math/MetaMath-Mistral-7B",
+                   "itpossible/Chinese-Mistral-7B-v0.1", "HuggingFaceH4/zephyr-7b-beta",
+                   "cognitivecomputations/dolphin-2.6-mistral-7b", "cognitivecomputations/dolphin-2.9-llama3-8b"]
+
 
 @pytest.fixture(scope="session")
 def rel_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    """The suite's shared artifact when tests/conftest.py provides one, else one calibrated here."""
+    """The suite's calibrated artifact when tests/conftest.py provides one, else a synthetic one.
+
+    These tests are about the request path, not routing quality: any valid artifact with the fleet's model
+    names will do, and a synthetic one costs milliseconds instead of a calibration run.
+    """
     try:
         shared: Artifact = request.getfixturevalue("artifact")
         return shared
     except pytest.FixtureLookupError:
-        path = ensure_artifact(tmp_path_factory.mktemp("reliability") / "artifact")
+        path = write_synthetic_artifact(tmp_path_factory.mktemp("reliability") / "artifact", k=16,
+                                        models=ROUTERDC_MODELS, n_reference=2000, ood_threshold=1.5)
         return Artifact.load(path)
 
 
