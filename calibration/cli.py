@@ -1,0 +1,248 @@
+"""``triage calibrate`` and ``triage eval``: ``main(argv) -> int`` (0 ok, 2 bad input or usage).
+
+    triage calibrate --data SCORES.jsonl --out DIR [--split train] [--generalist NAME] [--clusters K|auto]
+                     [--prices PRICES.json] [--holdout-domains a,b]
+    triage calibrate --live --config FILE --gold GOLD.jsonl --out DIR [--limit N] [--concurrency C]
+    triage eval --artifact DIR --data SCORES.jsonl --out REPORT_DIR [--prices PRICES.json]
+
+Bad input (a row without a score, an unknown model, an empty query, a NaN cost, an unknown gold metric) stops
+the run with a message naming the row and field, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.data import DataError, ScoreMatrix, load_scores
+from calibration.embeddings import EmbeddingCache, Encoder
+from calibration.fit import FitConfig, fit
+from router.artifact import Artifact, ArtifactError
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Calibrate and evaluate Triage routing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cal = sub.add_parser("calibrate", help="fit a routing artifact from a score matrix or live backends")
+    cal.add_argument("--data", type=Path, help="score matrix JSONL (routing/ format)")
+    cal.add_argument("--out", type=Path, required=True, help="artifact directory (replaced atomically)")
+    cal.add_argument("--split", default="train", help="rows fitted on (default: train)")
+    cal.add_argument("--generalist", help="default: the model with the best overall train accuracy")
+    cal.add_argument("--clusters", default="auto", help="k, or 'auto' (chosen on a validation slice)")
+    cal.add_argument("--prices", type=Path, help="{model: {input_price, output_price}} USD per 1M tokens")
+    cal.add_argument("--holdout-domains", default="", help="comma-separated domains left out of fitting")
+    cal.add_argument("--ood-quantile", type=float, default=0.95)
+    cal.add_argument("--live", action="store_true", help="measure the score matrix on running backends")
+    cal.add_argument("--config", type=Path, help="router config with backends (for --live)")
+    cal.add_argument("--gold", type=Path, help="gold questions JSONL (for --live)")
+    cal.add_argument("--limit", type=int, help="--live: first N gradable gold questions")
+    cal.add_argument("--concurrency", type=int, default=4, help="--live: requests in flight")
+    cal.add_argument("--max-tokens", type=int, default=512, help="--live: completion budget per answer")
+    cal.add_argument("--cache-dir", type=Path, help="embedding cache (default ~/.cache/triage/embeddings)")
+    cal.add_argument("--threads", type=int, default=2, help="torch threads for the embedder")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--no-progress", action="store_true")
+    ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
+    ev.add_argument("--artifact", type=Path, required=True)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--prices", type=Path)
+    ev.add_argument("--split", default="train", help="the split the artifact was fitted on (excluded)")
+    ev.add_argument("--holdout-domains", default=None, help="default: those recorded in the artifact")
+    ev.add_argument("--cache-dir", type=Path)
+    ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def make_encoder(threads: int) -> Encoder:
+    from router.embedder import Embedder
+    from router.settings import EmbedderSettings
+
+    return Embedder(EmbedderSettings(threads=threads))
+
+
+def main(argv: list[str], encoder: Encoder | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage message
+        return int(exc.code or 0) if exc.code in (0, None) else 2
+    try:
+        if args.command == "calibrate":
+            return calibrate(args, encoder)
+        return evaluate(args, encoder)
+    except (DataError, ArtifactError, UsageError) as exc:
+        print(f"triage {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _domains(text: str | None) -> set[str]:
+    return {d.strip() for d in (text or "").split(",") if d.strip()}
+
+
+def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
+    rows = data.subset(data.mask_split(split) & ~data.mask_domains(holdout))
+    if len(rows) == 0:
+        raise UsageError(f"no rows with split {split!r} outside the held-out domains")
+    return rows
+
+
+def calibrate(args: argparse.Namespace, encoder: Encoder | None) -> int:
+    started = time.monotonic()
+    command = "triage " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["calibrate"] else ["calibrate"])
+    if args.live:
+        from calibration.live import run_live
+
+        if not args.config or not args.gold:
+            raise UsageError("--live needs --config and --gold")
+        data_path = run_live(args)
+        args.data = data_path
+    elif args.data is None:
+        raise UsageError("--data is required (or --live with --config and --gold)")
+    data = load_scores(args.data, args.prices)
+    holdout = _domains(args.holdout_domains)
+    train = fit_rows(data, args.split, holdout)
+    generalist, reason = choose_generalist(train, args.generalist)
+    k_fixed = None
+    if args.clusters != "auto":
+        if not args.clusters.isdigit() or int(args.clusters) < 1:
+            raise UsageError(f"--clusters must be a positive integer or 'auto', got {args.clusters!r}")
+        k_fixed = int(args.clusters)
+    if not 0 < args.ood_quantile < 1:
+        raise UsageError("--ood-quantile must lie in (0, 1)")
+    encoder = encoder or make_encoder(args.threads)
+    x = EmbeddingCache(encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
+    config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed)
+    try:
+        result = fit(train.ids, x, train.scores, train.costs, data.models, generalist, config, k_fixed,
+                     progress=not args.no_progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    info = {
+        "source": data.source_name, "sha256": data.fingerprint, "rows": len(data), "train_rows": len(train),
+        "split": args.split,
+        "split_method": data.notes[0] if data.hash_split else f"rows with split == {args.split!r}",
+        "holdout_domains": sorted(holdout), "cost_source": data.cost_source,
+        "prices": args.prices.name if args.prices else None, "generalist_reason": reason,
+        "objective": "AIQ over the knob sweep" if train.has_cost else "accuracy at knob 1",
+        "prior_strength": config.prior_strength, "cliff_confidence": config.cliff_confidence,
+        "ood_quantile": config.ood_quantile,
+    }
+
+    def human(directory: Path) -> None:
+        from calibration.plots import heatmap, selection_plot
+        from calibration.report import calibration_report
+
+        t = result.table
+        heatmap(directory / "clusters.png", t.estimate, data.models,
+                "Shrunk accuracy per cluster (train); x = cliff", t.cliff, t.counts[:, 0])
+        selection_plot(directory / "selection.png", result.selection, info["objective"])
+        (directory / "report.md").write_text(calibration_report(result, data.models, generalist, info, command))
+
+    data_info = {k: info[k] for k in ("source", "sha256", "rows", "train_rows", "split", "split_method",
+                                      "holdout_domains", "cost_source", "prices")}
+    write_artifact_from(args.out, data, generalist, encoder, result, data_info, config, human)
+    print(f"artifact written: {args.out} (k={result.k}, generalist {generalist}, "
+          f"{time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def write_artifact_from(out: Path, data: ScoreMatrix, generalist: str, encoder: Encoder, result: Any,
+                        data_info: dict[str, Any], config: FitConfig, human: Any) -> Artifact:
+    from calibration.bundle import write_artifact
+
+    return write_artifact(out, models=data.models, generalist=generalist, embedder_name=encoder.name,
+                          embedder_dim=encoder.dim, fit=result, data_info=data_info,
+                          extra={"ood_quantile": config.ood_quantile,
+                                 "shrinkage": {"prior_strength": config.prior_strength,
+                                               "cliff_confidence": config.cliff_confidence}},
+                          write_human=human)
+
+
+def choose_generalist(train: ScoreMatrix, name: str | None) -> tuple[str, str]:
+    if name is not None:
+        if name not in train.models:
+            raise UsageError(f"--generalist {name!r} is not one of the models: {', '.join(train.models)}")
+        return name, "named with --generalist"
+    best = train.models[int(np.argmax(train.scores.mean(axis=0)))]
+    return best, "best overall train accuracy"
+
+
+def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
+    from calibration.evaluation import AvengersBaseline
+    from calibration.evaluation import evaluate as run_eval
+    from calibration.plots import cliff_plot, frontier_plot, heatmap
+    from calibration.report import eval_report
+    from router.policy import Policy
+
+    command = "triage " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["eval"] else ["eval"])
+    encoder = encoder or make_encoder(args.threads)
+    artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
+    data = load_scores(args.data, args.prices)
+    if data.models != artifact.models:
+        raise UsageError("the data's models differ from the artifact's: "
+                         f"{sorted(set(data.models) ^ set(artifact.models))}")
+    recorded = artifact.manifest.get("data", {})
+    if recorded.get("sha256") not in (None, data.fingerprint):
+        print("triage eval: warning: the data file differs from the one the artifact was fitted on",
+              file=sys.stderr)
+    holdout = _domains(args.holdout_domains) if args.holdout_domains is not None else set(
+        recorded.get("holdout_domains", []))
+    not_fit = ~data.mask_split(args.split)
+    ood_mask = data.mask_domains(holdout) | data.mask_split("ood_or_unsplit")
+    test = data.subset(not_fit & ~ood_mask)
+    ood = data.subset(ood_mask)
+    train = fit_rows(data, args.split, holdout)
+    if len(test) == 0:
+        raise UsageError("no in-domain rows outside the fitted split to evaluate on")
+    cache = EmbeddingCache(encoder, args.cache_dir)
+    progress = not args.no_progress
+    train_x = cache.embed(train.queries, progress=progress)
+    test_x = cache.embed(test.queries, progress=progress)
+    ood_x = cache.embed(ood.queries, progress=progress) if len(ood) else None
+    baseline = AvengersBaseline.fit(train_x, train.scores, train.costs, artifact.k)
+    policy = Policy(artifact)
+    result = run_eval(policy, data.models, test_x, test.scores, test.costs, baseline,
+                      ood_x, ood.scores if len(ood) else None, ood.costs if len(ood) else None)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    frontier_plot(out / "frontier.png", result, f"{data.source_name}: accuracy vs cost on {len(test)} test rows")
+    clusters = result["clusters"]
+    per_cluster = np.array([test.scores[clusters == c].mean(axis=0) if (clusters == c).any()
+                            else np.full(len(data.models), np.nan) for c in range(artifact.k)])
+    counts = np.array([(clusters == c).sum() for c in range(artifact.k)], dtype=float)
+    heatmap(out / "cluster_accuracy.png", np.nan_to_num(per_cluster, nan=0.0), data.models,
+            "Test accuracy per cluster (x = cliff from calibration)", artifact.cliff, counts)
+    all_ood = result["in_domain_ood_scores"]
+    all_scores = test.scores
+    if "ood_scores" in result:
+        all_ood = np.concatenate([all_ood, result["ood_scores"]])
+        all_scores = np.concatenate([test.scores, ood.scores])
+    cliff_plot(out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist, artifact.ood_threshold)
+    info = {"k": artifact.k, "generalist": artifact.generalist, "embedder": artifact.embedder_name,
+            "rows": f"split != {args.split!r}, excluding held-out domains", "cost_source": data.cost_source,
+            "ood_rows": ", ".join(sorted(set(ood.domains))) or "none"}
+    (out / "report.md").write_text(eval_report(result, command, info))
+    public = {k: v for k, v in result.items() if k not in ("in_domain_ood_scores", "ood_scores", "clusters")}
+    public["info"] = info
+    (out / "report.json").write_text(json.dumps(public, indent=1, default=float) + "\n")
+    summary = f"knob1 {result['triage'][-1]['accuracy']:.4f} vs best single {result['best_single']} " \
+              f"{result['single'][result['best_single']]['accuracy']:.4f}"
+    if "aiq" in result:
+        summary += f"; AIQ triage {result['aiq']['triage']:.4f} vs avengers {result['aiq']['avengers']:.4f}"
+    if "ood" in result:
+        summary += f"; OOD AUROC {result['ood']['auroc']:.4f}"
+    print(summary)
+    return 0

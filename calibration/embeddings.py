@@ -1,0 +1,79 @@
+"""Embedding cache on disk, keyed by embedder name and sha256 of the text.
+
+Calibration, evaluation and leave-one-domain-out all embed the same queries; embedding 20k queries takes
+minutes on two cores, so each vector is computed once per embedder and kept in one ``.npz`` per embedder.
+The key includes the embedder name so a different model can never serve stale vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Encoder(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> Vectors: ...
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "triage" / "embeddings"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """``cache.embed(texts)`` returns unit-norm vectors, embedding only the texts not seen before."""
+
+    def __init__(self, encoder: Encoder, cache_dir: Path | None = None) -> None:
+        self.encoder = encoder
+        self.dir = cache_dir or default_cache_dir()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder.name)
+        self.file = self.dir / f"{safe}-{encoder.dim}.npz"
+
+    def _read(self) -> dict[str, Vectors]:
+        if not self.file.exists():
+            return {}
+        try:
+            with np.load(self.file, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+        except (OSError, ValueError, KeyError):
+            return {}  # a damaged cache is only a cache: re-embed
+        if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dim:
+            return {}
+        return {str(k): v for k, v in zip(keys, vectors, strict=True)}
+
+    def _write(self, known: dict[str, Vectors]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(known), dtype="U64")
+        vectors = np.stack(list(known.values())).astype(np.float32)
+        # Written aside then renamed: a run killed mid-write leaves the old cache intact.
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz.tmp")
+        os.close(fd)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=keys, vectors=vectors)
+        os.replace(tmp, self.file)
+
+    def embed(self, texts: list[str], progress: bool = True) -> Vectors:
+        known = self._read()
+        keys = [text_key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
+        if missing:
+            by_key = {k: t for k, t in zip(keys, texts, strict=True)}
+            fresh = self.encoder.encode([by_key[k] for k in missing], progress=progress)
+            known.update(zip(missing, np.asarray(fresh, dtype=np.float32), strict=True))
+            self._write(known)
+        out = np.stack([known[k] for k in keys]) if keys else np.zeros((0, self.encoder.dim), np.float32)
+        return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,118 @@
+"""Offline evaluation: the router against every single model, random, the oracle and an Avengers-Pro-style
+cluster baseline, on rows that were not fitted on.
+
+The router's numbers come from ``Policy.estimate`` + ``Policy.choose``, the code ``Policy.decide`` runs for
+the server, so what this reports is what the server would have done on these queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from calibration.fit import kmeans
+from calibration.metrics import aiq, auroc, frontier, oracle, random_router
+from router.clusters import nearest
+from router.policy import Policy
+
+Matrix = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
+KNOBS = [round(0.1 * i, 1) for i in range(11)]
+ALPHAS = [round(0.05 * i, 2) for i in range(21)]
+
+
+@dataclass
+class AvengersBaseline:
+    """Avengers-Pro-style routing: per cluster, alpha * acc_norm + (1 - alpha) * (1 - cost_norm), argmax.
+
+    Accuracy and cost are min-max normalised across models within each cluster; hard nearest cluster.
+    """
+
+    centroids: Matrix
+    accuracy: Floats  # (k, m)
+    cost: Floats  # (k, m)
+
+    @classmethod
+    def fit(cls, embeddings: Matrix, scores: Floats, costs: Floats, k: int, seed: int = 0) -> AvengersBaseline:
+        centroids, labels = kmeans(embeddings, k, seed)
+        acc = np.zeros((k, scores.shape[1]))
+        cost = np.zeros((k, scores.shape[1]))
+        for c in range(k):
+            rows = labels == c
+            acc[c] = scores[rows].mean(axis=0) if rows.any() else scores.mean(axis=0)
+            cost[c] = costs[rows].mean(axis=0) if rows.any() else costs.mean(axis=0)
+        return cls(centroids, acc, cost)
+
+    def choose(self, embeddings: Matrix, alpha: float) -> npt.NDArray[np.intp]:
+        def norm(v: Floats) -> Floats:
+            span = np.ptp(v, axis=1, keepdims=True)
+            return np.where(span > 0, (v - v.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1), 0.0)
+
+        score = alpha * norm(self.accuracy) + (1 - alpha) * (1 - norm(self.cost))
+        return np.asarray(np.argmax(score[nearest(embeddings, self.centroids)], axis=1), dtype=np.intp)
+
+
+def picked(scores: Floats, costs: Floats, chosen: npt.NDArray[np.intp]) -> tuple[float, float]:
+    rows = np.arange(len(scores))
+    return float(scores[rows, chosen].mean()), float(costs[rows, chosen].mean())
+
+
+def evaluate(policy: Policy, models: list[str], test_x: Matrix, test_s: Floats, test_c: Floats,
+             baseline: AvengersBaseline, ood_x: Matrix | None = None, ood_s: Floats | None = None,
+             ood_c: Floats | None = None) -> dict[str, Any]:
+    est = policy.estimate(test_x)
+    n = len(test_s)
+    triage = []
+    for knob in KNOBS:
+        chosen, reasons = policy.choose(est, np.full(n, knob))
+        acc, cost = picked(test_s, test_c, chosen)
+        triage.append({"knob": knob, "accuracy": acc, "cost": cost,
+                       "ood_fallback_rate": float(np.mean([r == "ood_fallback" for r in reasons])),
+                       "cliff_rate": float(np.mean([r == "cliff" for r in reasons])),
+                       "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)}})
+    avengers = []
+    for alpha in ALPHAS:
+        acc, cost = picked(test_s, test_c, baseline.choose(test_x, alpha))
+        avengers.append({"alpha": alpha, "accuracy": acc, "cost": cost})
+    single = {m: {"accuracy": float(test_s[:, j].mean()), "cost": float(test_c[:, j].mean())}
+              for j, m in enumerate(models)}
+    o_acc, o_cost = oracle(test_s, test_c)
+    r_acc, r_cost = random_router(test_s, test_c)
+    single_costs = [v["cost"] for v in single.values()]
+    cmin, cmax = min(single_costs), max(single_costs)
+    has_cost = cmax > cmin
+    best_single = max(single, key=lambda m: (single[m]["accuracy"], -single[m]["cost"]))
+    best_point = max(triage, key=lambda p: (p["accuracy"], -p["cost"]))
+    matching = [p for p in triage if p["accuracy"] >= single[best_single]["accuracy"] - 1e-12]
+    cheapest_match = min(matching, key=lambda p: (p["cost"], p["knob"])) if matching else None
+    result: dict[str, Any] = {
+        "n": n, "has_cost": has_cost, "triage": triage, "avengers": avengers, "single": single,
+        "oracle": {"accuracy": o_acc, "cost": o_cost}, "random": {"accuracy": r_acc, "cost": r_cost},
+        "best_single": best_single,
+        "best": {"knob": best_point["knob"], "accuracy": best_point["accuracy"], "cost": best_point["cost"]},
+        "cheapest_knob_matching_best_single": cheapest_match and {k: cheapest_match[k] for k in
+                                                                  ("knob", "accuracy", "cost")},
+        "knob1_minus_best_single": triage[-1]["accuracy"] - single[best_single]["accuracy"],
+        "triage_frontier": frontier([(p["cost"], p["accuracy"]) for p in triage]),
+    }
+    if has_cost:
+        result["aiq"] = {"triage": aiq([(p["cost"], p["accuracy"]) for p in triage], cmin, cmax),
+                         "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers], cmin, cmax),
+                         "cost_range": [cmin, cmax]}
+    result["in_domain_ood_scores"] = est.ood_score
+    result["clusters"] = est.cluster
+    if ood_x is not None and ood_s is not None and ood_c is not None and len(ood_x):
+        ood_est = policy.estimate(ood_x)
+        g = models.index(policy.artifact.generalist)
+        chosen, _ = policy.choose(ood_est, np.ones(len(ood_x)))
+        acc, cost = picked(ood_s, ood_c, chosen)
+        result["ood"] = {"n": len(ood_x), "auroc": auroc(est.ood_score, ood_est.ood_score),
+                         "flagged_rate": float(ood_est.is_ood.mean()),
+                         "in_domain_flagged_rate": float(est.is_ood.mean()),
+                         "routed_accuracy_knob1": acc, "generalist_accuracy": float(ood_s[:, g].mean()),
+                         "best_single_accuracy": float(ood_s.mean(axis=0).max())}
+        result["ood_scores"] = ood_est.ood_score
+    return result

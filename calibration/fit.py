@@ -1,0 +1,207 @@
+"""Fitting: k-means clusters, the shrunk accuracy table, cliffs, OOD threshold, and the policy's settings.
+
+Read top to bottom: ``fit(train, embeddings)`` splits the train rows by hash into fit (80 %) and validation
+(20 %), picks k / soft assignment / kNN blend by routing quality on the validation slice, calibrates the OOD
+threshold on the validation rows' distance to the fit rows, then refits the clusters on all train rows.
+Test rows are never seen here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import norm
+from sklearn.cluster import KMeans
+from tqdm import tqdm
+
+from calibration.data import hash_fraction
+from calibration.metrics import aiq
+from router.artifact import Artifact
+from router.ood import knn
+from router.policy import Policy
+
+Matrix = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
+KNOBS = np.round(np.linspace(0, 1, 11), 2)
+
+
+@dataclass
+class FitConfig:
+    k_candidates: tuple[int, ...] = (4, 8, 12, 16, 24, 32, 48, 64)
+    prior_strength: float = 10.0  # pseudo-queries of the model's global accuracy in every cluster
+    cliff_confidence: float = 0.9  # P(specialist < generalist) needed to mark a cliff
+    ood_k: int = 10
+    ood_quantile: float = 0.95  # in-domain held-out queries above this quantile are flagged (5 % false alarms)
+    soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
+    knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
+    knn_k: int = 20
+    validation_fraction: float = 0.2
+    max_reference: int = 10_000
+    seed: int = 0
+
+
+@dataclass
+class Table:
+    counts: Floats
+    accuracy: Floats
+    estimate: Floats
+    lower: Floats
+    upper: Floats
+    mean_cost: Floats
+    cliff: npt.NDArray[np.bool_]
+
+
+@dataclass
+class FitResult:
+    k: int
+    centroids: Matrix
+    labels: npt.NDArray[np.intp]
+    table: Table
+    soft_top: int
+    temperature: float
+    knn_weight: float
+    knn_k: int
+    ood_k: int
+    ood_threshold: float
+    ood_quantiles: dict[str, float]
+    reference: Matrix
+    reference_scores: Matrix
+    global_accuracy: Floats
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    validation_ood_scores: Floats = field(default_factory=lambda: np.zeros(0))
+
+
+def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[np.intp]]:
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(embeddings.astype(np.float64))
+    centroids = km.cluster_centers_.astype(np.float32)
+    # The router compares unit vectors by dot product: unit-norm centroids make that the cosine.
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids, np.asarray(km.labels_, dtype=np.intp)
+
+
+def beta_table(labels: npt.NDArray[np.intp], k: int, scores: Floats, costs: Floats, generalist: int,
+               prior_strength: float, cliff_confidence: float) -> Table:
+    """Per cluster and model: raw accuracy, Beta posterior shrunk toward the model's global accuracy, cliffs.
+
+    Prior Beta(s * p_global, s * (1 - p_global)) with s = ``prior_strength``; fractional scores count as
+    fractional successes. A specialist has a cliff in a cluster when the posterior probability that it is
+    less accurate than the generalist there exceeds ``cliff_confidence`` (normal approximation of the two
+    posteriors, treated as independent, which is conservative for paired data).
+    """
+    m = scores.shape[1]
+    p_global = np.clip(scores.mean(axis=0), 1e-3, 1 - 1e-3)
+    onehot = np.zeros((len(labels), k))
+    onehot[np.arange(len(labels)), labels] = 1.0
+    counts = np.repeat(onehot.sum(axis=0)[:, None], m, axis=1)
+    successes = onehot.T @ scores
+    alpha = prior_strength * p_global[None, :] + successes
+    beta = prior_strength * (1 - p_global[None, :]) + counts - successes
+    estimate = alpha / (alpha + beta)
+    var = alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1))
+    sd = np.sqrt(var)
+    z = norm.ppf(0.95)
+    safe_counts = np.maximum(counts, 1)
+    accuracy = np.where(counts > 0, successes / safe_counts, p_global[None, :])
+    mean_cost = np.where(counts > 0, (onehot.T @ costs) / safe_counts, costs.mean(axis=0)[None, :])
+    gap = estimate[:, [generalist]] - estimate
+    p_below = norm.cdf(gap / np.sqrt(var + var[:, [generalist]]))
+    cliff = p_below > cliff_confidence
+    cliff[:, generalist] = False
+    return Table(counts=counts, accuracy=accuracy, estimate=estimate, lower=np.clip(estimate - z * sd, 0, 1),
+                 upper=np.clip(estimate + z * sd, 0, 1), mean_cost=mean_cost, cliff=cliff)
+
+
+def in_memory_artifact(models: list[str], generalist: str, reference_model: str, dim: int, centroids: Matrix,
+                       table: Table, reference: Matrix, reference_scores: Matrix, *, soft_top: int,
+                       temperature: float, knn_weight: float, knn_k: int, ood_k: int,
+                       ood_threshold: float) -> Artifact:
+    """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
+    art = Artifact()
+    art.models, art.generalist, art.reference_model = list(models), generalist, reference_model
+    art.embedder_name, art.embedder_dim, art.k, art.manifest = "in-memory", dim, len(centroids), {}
+    art.centroids = centroids
+    art.counts, art.accuracy, art.estimate = table.counts, table.accuracy, table.estimate
+    art.mean_cost, art.cliff = table.mean_cost, table.cliff
+    art.reference, art.reference_scores = reference, reference_scores
+    art.soft_top, art.temperature, art.knn_weight = min(soft_top, len(centroids)), temperature, knn_weight
+    art.knn_k, art.ood_k, art.ood_threshold = min(knn_k, len(reference)), min(ood_k, len(reference)), ood_threshold
+    return art
+
+
+def sweep(policy: Policy, embeddings: Matrix, scores: Floats, costs: Floats,
+          knobs: npt.NDArray[np.float64] = KNOBS) -> list[tuple[float, float, float]]:
+    """(knob, mean accuracy, mean cost) on rows whose outcomes are known: what the router would have scored."""
+    est = policy.estimate(embeddings)
+    rows = np.arange(len(scores))
+    out = []
+    for knob in knobs:
+        chosen, _ = policy.choose(est, np.full(len(scores), knob))
+        out.append((float(knob), float(scores[rows, chosen].mean()), float(costs[rows, chosen].mean())))
+    return out
+
+
+def quality(points: list[tuple[float, float, float]], scores: Floats, costs: Floats) -> float:
+    """Validation objective: AIQ when models differ in cost, else accuracy at knob 1."""
+    single_cost = costs.mean(axis=0)
+    if np.ptp(single_cost) > 0:
+        return aiq([(c, a) for _, a, c in points], float(single_cost.min()), float(single_cost.max()))
+    return max(a for k, a, _ in points if k == 1.0)
+
+
+def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, models: list[str], generalist: str,
+        config: FitConfig, k_fixed: int | None = None, progress: bool = True) -> FitResult:
+    g = models.index(generalist)
+    reference_model = models[int(np.argmax(scores.mean(axis=0)))]
+    val = np.array([hash_fraction("val:" + i) < config.validation_fraction for i in ids])
+    if val.sum() < 20 or (~val).sum() < 20:
+        raise ValueError("too few train rows to hold out a validation slice (need at least 20 on each side)")
+    fit_x, val_x = embeddings[~val], embeddings[val]
+    fit_s, val_s, fit_c, val_c = scores[~val], scores[val], costs[~val], costs[val]
+    max_k = max(1, int((~val).sum()) // 20)  # keep clusters at >= ~20 queries on average
+    candidates = [k_fixed] if k_fixed else [k for k in config.k_candidates if k <= max_k] or [max(1, max_k)]
+    fit_ref = fit_x.astype(np.float32)
+    selection: list[dict[str, Any]] = []
+    best: tuple[float, int, int, float, float] | None = None
+    combos = list(itertools.product(candidates, config.soft_options, config.knn_weights))
+    tables: dict[int, tuple[Matrix, Table]] = {}
+    for k, (soft_top, temperature), knn_weight in tqdm(combos, desc="model selection", disable=not progress):
+        if k not in tables:
+            centroids, labels = kmeans(fit_x, k, config.seed)
+            tables[k] = (centroids, beta_table(labels, k, fit_s, fit_c, g, config.prior_strength,
+                                               config.cliff_confidence))
+        centroids, table = tables[k]
+        art = in_memory_artifact(models, generalist, reference_model, embeddings.shape[1], centroids, table,
+                                 fit_ref, fit_s.astype(np.float32), soft_top=soft_top, temperature=temperature,
+                                 knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
+                                 ood_threshold=np.inf)
+        points = sweep(Policy(art), val_x, val_s, val_c)
+        score = quality(points, val_s, val_c)
+        selection.append({"k": k, "soft_top": soft_top, "temperature": temperature, "knn_weight": knn_weight,
+                          "validation_quality": score, "validation_accuracy_knob1": points[-1][1]})
+        # Ties keep the earlier (smaller k, harder assignment, no kNN): simpler wins when it measures the same.
+        if best is None or score > best[0] + 1e-9:
+            best = (score, k, soft_top, temperature, knn_weight)
+    assert best is not None
+    _, k, soft_top, temperature, knn_weight = best
+
+    # OOD threshold: validation rows scored against the fit rows only (never against themselves).
+    val_ood, _, _ = knn(val_x, fit_ref, config.ood_k)
+    quantiles = {f"{q:.2f}": float(np.quantile(val_ood, q)) for q in (0.9, 0.95, 0.99)}
+    threshold = float(np.quantile(val_ood, config.ood_quantile))
+
+    # Final clusters and table on every train row; reference = all train rows (capped, seeded subsample).
+    centroids, labels = kmeans(embeddings, k, config.seed)
+    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
+    keep = np.arange(len(embeddings))
+    if len(keep) > config.max_reference:
+        keep = np.sort(np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False))
+    return FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=min(soft_top, k),
+                     temperature=temperature, knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
+                     ood_threshold=threshold, ood_quantiles=quantiles,
+                     reference=embeddings[keep].astype(np.float32),
+                     reference_scores=scores[keep].astype(np.float32), global_accuracy=scores.mean(axis=0),
+                     selection=selection, validation_ood_scores=val_ood)

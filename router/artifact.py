@@ -1,0 +1,221 @@
+"""The calibration artifact, as the router reads it (``calibration/`` writes it; format in docs/artifact.md).
+
+A directory::
+
+    manifest.json      format_version, embedder {name, dim, normalisation}, k, models, generalist,
+                       reference_model, data fingerprint, created_at, policy and ood settings
+    centroids.npy      (k, dim) float32, unit-norm k-means centroids
+    table.json         per cluster, per model: n, accuracy, estimate (shrunk), lower/upper, mean_cost, cliff
+    cliffs.json        {model: [cluster ids where it is ineligible]}
+    ood.json           out-of-domain method, k_neighbors, threshold and the quantiles it came from
+    reference.npy      (n_ref, dim) float32 embeddings the OOD score (and kNN estimate) measure against
+    reference_scores.npy (n_ref, len(models)) float32 correctness of each model on each reference query
+    report.md, *.png   for people
+
+``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
+problem but never an absolute path (it may reach an admin API client).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+NORMALISATION = "l2"
+REQUIRED_FILES = ("manifest.json", "centroids.npy", "table.json", "cliffs.json", "ood.json", "reference.npy",
+                  "reference_scores.npy")
+
+Matrix = npt.NDArray[np.float32]
+
+
+class ArtifactError(Exception):
+    """The artifact is missing, malformed or made for another embedder; the message is safe to show."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact file {path.name} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"artifact file {path.name} is not valid JSON ({type(exc).__name__})") from None
+
+
+def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact file {path.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"artifact file {path.name} is not a valid .npy array ({type(exc).__name__})") from None
+    if array.ndim != 2:
+        raise ArtifactError(f"artifact file {path.name}: expected a 2-d array, got {array.ndim}-d")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ArtifactError(f"artifact file {path.name}: expected floats, got {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ArtifactError(f"artifact file {path.name} contains NaN or infinite values")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _finite(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArtifactError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class Artifact:
+    """A validated calibration artifact: arrays ready for ``Policy``."""
+
+    path: Path
+    models: list[str]
+    generalist: str
+    reference_model: str
+    embedder_name: str
+    embedder_dim: int
+    k: int
+    manifest: dict[str, Any]
+    centroids: Matrix  # (k, dim)
+    counts: npt.NDArray[np.float64]  # (k, m) queries measured
+    accuracy: npt.NDArray[np.float64]  # (k, m) raw mean correctness
+    estimate: npt.NDArray[np.float64]  # (k, m) Beta-posterior mean shrunk toward the model's global accuracy
+    mean_cost: npt.NDArray[np.float64]  # (k, m) USD per query
+    cliff: npt.NDArray[np.bool_]  # (k, m) True = model ineligible in that cluster
+    reference: Matrix  # (n_ref, dim)
+    reference_scores: Matrix  # (n_ref, m)
+    ood_k: int
+    ood_threshold: float
+    soft_top: int
+    temperature: float
+    knn_weight: float
+    knn_k: int
+
+    @classmethod
+    def load(cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None) -> Artifact:
+        path = Path(path)
+        if not path.is_dir():
+            raise ArtifactError(f"artifact directory {path.name!r} not found")
+        self = cls()
+        self.path = path
+        manifest = _read_json(path / "manifest.json")
+        if not isinstance(manifest, dict):
+            raise ArtifactError("manifest.json: the top level must be an object")
+        self.manifest = manifest
+        version = manifest.get("format_version")
+        if version not in SUPPORTED_FORMAT_VERSIONS:
+            raise ArtifactError(f"manifest.json: unknown format_version {version!r} (this router reads "
+                                f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
+        emb = manifest.get("embedder")
+        if not isinstance(emb, dict) or not isinstance(emb.get("name"), str) or not isinstance(emb.get("dim"), int):
+            raise ArtifactError("manifest.json: embedder must be {name: str, dim: int, normalisation}")
+        self.embedder_name, self.embedder_dim = emb["name"], emb["dim"]
+        if emb.get("normalisation") != NORMALISATION:
+            raise ArtifactError(f"manifest.json: embedder.normalisation must be {NORMALISATION!r}")
+        if embedder_name is not None and embedder_name != self.embedder_name:
+            raise ArtifactError(f"embedder mismatch: the artifact was calibrated with {self.embedder_name!r}, "
+                                f"the router uses {embedder_name!r}")
+        if embedder_dim is not None and embedder_dim != self.embedder_dim:
+            raise ArtifactError(f"embedder mismatch: the artifact has dimension {self.embedder_dim}, "
+                                f"the router's embedder has {embedder_dim}")
+        models = manifest.get("models")
+        if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+            raise ArtifactError("manifest.json: models must be a non-empty list of names")
+        if len(set(models)) != len(models):
+            raise ArtifactError("manifest.json: models has duplicates")
+        self.models = list(models)
+        for key in ("generalist", "reference_model"):
+            if manifest.get(key) not in self.models:
+                raise ArtifactError(f"manifest.json: {key} {manifest.get(key)!r} is not one of the models")
+        self.generalist, self.reference_model = manifest["generalist"], manifest["reference_model"]
+        k = manifest.get("k")
+        if not isinstance(k, int) or k < 1:
+            raise ArtifactError("manifest.json: k must be a positive integer")
+        self.k = k
+        self._load_policy(manifest.get("policy"))
+        self._load_arrays(path)
+        self._load_table(_read_json(path / "table.json"))
+        self._load_cliffs(_read_json(path / "cliffs.json"))
+        self._load_ood(_read_json(path / "ood.json"))
+        return self
+
+    def _load_policy(self, policy: Any) -> None:
+        if not isinstance(policy, dict):
+            raise ArtifactError("manifest.json: policy must be an object")
+        soft_top, knn_k = policy.get("soft_top"), policy.get("knn_k")
+        if not isinstance(soft_top, int) or not 1 <= soft_top <= self.k:
+            raise ArtifactError(f"manifest.json: policy.soft_top must be an integer in [1, k={self.k}]")
+        if not isinstance(knn_k, int) or knn_k < 1:
+            raise ArtifactError("manifest.json: policy.knn_k must be a positive integer")
+        self.soft_top, self.knn_k = soft_top, knn_k
+        self.temperature = _finite(policy.get("temperature"), "manifest.json: policy.temperature")
+        self.knn_weight = _finite(policy.get("knn_weight"), "manifest.json: policy.knn_weight")
+        if self.temperature <= 0 or not 0 <= self.knn_weight <= 1:
+            raise ArtifactError("manifest.json: policy.temperature must be > 0 and knn_weight in [0, 1]")
+
+    def _load_arrays(self, path: Path) -> None:
+        self.centroids = _read_npy(path / "centroids.npy")
+        if self.centroids.shape != (self.k, self.embedder_dim):
+            raise ArtifactError(f"centroids.npy: shape {self.centroids.shape}, expected ({self.k}, "
+                                f"{self.embedder_dim}) from manifest k and embedder dim")
+        self.reference = _read_npy(path / "reference.npy")
+        if self.reference.shape[1:] != (self.embedder_dim,) or self.reference.shape[0] < 1:
+            raise ArtifactError(f"reference.npy: shape {self.reference.shape}, expected (n, {self.embedder_dim})")
+        self.reference_scores = _read_npy(path / "reference_scores.npy")
+        if self.reference_scores.shape != (self.reference.shape[0], len(self.models)):
+            raise ArtifactError(f"reference_scores.npy: shape {self.reference_scores.shape}, expected "
+                                f"({self.reference.shape[0]}, {len(self.models)})")
+
+    def _load_table(self, table: Any) -> None:
+        clusters = table.get("clusters") if isinstance(table, dict) else None
+        if not isinstance(clusters, list) or len(clusters) != self.k:
+            raise ArtifactError(f"table.json: clusters must be a list of k={self.k} entries")
+        shape = (self.k, len(self.models))
+        self.counts, self.accuracy, self.estimate, self.mean_cost = (np.zeros(shape) for _ in range(4))
+        for c, entry in enumerate(clusters):
+            per_model = entry.get("models") if isinstance(entry, dict) else None
+            if not isinstance(per_model, dict):
+                raise ArtifactError(f"table.json: cluster {c}: models must be an object")
+            for j, model in enumerate(self.models):
+                cell = per_model.get(model)
+                if not isinstance(cell, dict):
+                    raise ArtifactError(f"table.json: cluster {c}: model {model!r} is missing")
+                where = f"table.json: cluster {c}, model {model!r}"
+                self.counts[c, j] = _finite(cell.get("n"), f"{where}: n")
+                self.accuracy[c, j] = _finite(cell.get("accuracy"), f"{where}: accuracy")
+                self.estimate[c, j] = _finite(cell.get("estimate"), f"{where}: estimate")
+                self.mean_cost[c, j] = _finite(cell.get("mean_cost"), f"{where}: mean_cost")
+        for name, values in (("accuracy", self.accuracy), ("estimate", self.estimate)):
+            if values.min() < 0 or values.max() > 1:
+                raise ArtifactError(f"table.json: {name} must lie in [0, 1]")
+        if self.mean_cost.min() < 0 or self.counts.min() < 0:
+            raise ArtifactError("table.json: n and mean_cost must be >= 0")
+
+    def _load_cliffs(self, cliffs: Any) -> None:
+        if not isinstance(cliffs, dict):
+            raise ArtifactError("cliffs.json: expected {model: [cluster ids]}")
+        self.cliff = np.zeros((self.k, len(self.models)), dtype=bool)
+        for model, clusters in cliffs.items():
+            if model not in self.models:
+                raise ArtifactError(f"cliffs.json: unknown model {model!r}")
+            if model == self.generalist and clusters:
+                raise ArtifactError("cliffs.json: the generalist cannot have a cliff")
+            if not isinstance(clusters, list) or not all(isinstance(c, int) and 0 <= c < self.k for c in clusters):
+                raise ArtifactError(f"cliffs.json: {model!r}: expected a list of cluster ids in [0, {self.k})")
+            self.cliff[clusters, self.models.index(model)] = True
+
+    def _load_ood(self, ood: Any) -> None:
+        if not isinstance(ood, dict) or ood.get("method") != "knn_cosine_distance":
+            raise ArtifactError("ood.json: method must be 'knn_cosine_distance'")
+        k_neighbors = ood.get("k_neighbors")
+        if not isinstance(k_neighbors, int) or not 1 <= k_neighbors <= self.reference.shape[0]:
+            raise ArtifactError("ood.json: k_neighbors must be an integer in [1, number of reference vectors]")
+        self.ood_k = k_neighbors
+        self.ood_threshold = _finite(ood.get("threshold"), "ood.json: threshold")
+        if self.knn_k > self.reference.shape[0]:
+            raise ArtifactError("manifest.json: policy.knn_k exceeds the number of reference vectors")

@@ -1,0 +1,185 @@
+"""The routing policy: which backend answers a query at a given knob.
+
+For each query: soft cluster weights give every model an expected accuracy (the clusters' shrunk estimates,
+blended with the accuracy of the query's nearest reference neighbours when the artifact says so) and an
+expected cost. Among eligible models the policy maximises
+
+    utility = knob * accuracy_norm - (1 - knob) * cost_norm
+
+with both normalised min-max over the available models for this query (knob 1: most accurate; knob 0: the
+cheapest eligible). Eligible = available, and not past its cliff in the query's nearest cluster. A query whose
+out-of-domain score exceeds the calibrated threshold goes to the generalist ("ood_fallback"). Ties go to the
+cheaper model, then to the generalist, then to the artifact's model order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from router.artifact import Artifact
+from router.clusters import soft_weights
+from router.ood import knn
+
+TIE = 1e-9  # utilities this close are a tie: float noise must not beat the cheaper model
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: str
+    expected_accuracy: float
+    expected_cost: float
+    utility: float
+    eligible: bool
+    excluded_by: str | None  # None | "cliff" | "ood" | "unavailable"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "expected_accuracy": self.expected_accuracy,
+                "expected_cost": self.expected_cost, "utility": self.utility, "eligible": self.eligible,
+                "excluded_by": self.excluded_by}
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    cluster: int
+    ood_score: float
+    is_ood: bool
+    knob: float
+    reason: str  # "best" | "ood_fallback" | "cliff"
+    candidates: tuple[Candidate, ...]
+    generalist: str = ""
+
+    def fallbacks(self) -> list[str]:
+        """Eligible models after ``model`` by utility, then the generalist (always last resort)."""
+        chain = [c.model for c in self.candidates if c.eligible and c.model != self.model]
+        if self.generalist and self.generalist != self.model and self.generalist not in chain:
+            chain.append(self.generalist)
+        return chain
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "cluster": self.cluster, "ood_score": self.ood_score, "is_ood": self.is_ood,
+                "knob": self.knob, "reason": self.reason, "candidates": [c.to_dict() for c in self.candidates]}
+
+
+@dataclass
+class Estimates:
+    """Per-query arrays the decision is made from (also what ``triage eval`` sweeps knobs over)."""
+
+    cluster: npt.NDArray[np.intp]  # (n,) nearest cluster
+    ood_score: npt.NDArray[np.float64]  # (n,)
+    is_ood: npt.NDArray[np.bool_]  # (n,)
+    accuracy: npt.NDArray[np.float64]  # (n, m) expected accuracy
+    cost: npt.NDArray[np.float64]  # (n, m) expected cost
+
+
+class Policy:
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self.models = artifact.models
+        self.generalist_index = artifact.models.index(artifact.generalist)
+
+    def estimate(self, embeddings: npt.ArrayLike) -> Estimates:
+        a = self.artifact
+        x = np.asarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != a.embedder_dim:
+            raise ValueError(f"embeddings must have shape (n, {a.embedder_dim}), got {x.shape}")
+        cluster, weights = soft_weights(x, a.centroids, a.soft_top, a.temperature)
+        accuracy = weights @ a.estimate
+        cost = weights @ a.mean_cost
+        k = max(a.ood_k, a.knn_k)
+        _, neighbours, sims = knn(x, a.reference, k)
+        ood_score = 1.0 - sims[:, :a.ood_k].astype(np.float64).mean(axis=1)
+        if a.knn_weight > 0:
+            # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
+            # prior each side): a lone lucky neighbour cannot crown a model.
+            neighbour_mean = a.reference_scores[neighbours[:, :a.knn_k]].astype(np.float64).mean(axis=1)
+            accuracy = (1 - a.knn_weight) * accuracy + a.knn_weight * neighbour_mean
+        return Estimates(cluster=cluster, ood_score=ood_score, is_ood=ood_score > a.ood_threshold,
+                         accuracy=accuracy, cost=cost)
+
+    def _mask(self, est: Estimates, available: Collection[str] | None) -> tuple[
+            npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(available (m,), eligible (n, m))."""
+        avail = np.array([available is None or m in available for m in self.models], dtype=bool)
+        eligible = avail[None, :] & ~self.artifact.cliff[est.cluster]
+        return avail, eligible
+
+    def utilities(self, est: Estimates, knobs: npt.NDArray[np.float64],
+                  avail: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        def norm(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            masked_lo = np.where(avail[None, :], values, np.inf).min(axis=1, keepdims=True)
+            masked_hi = np.where(avail[None, :], values, -np.inf).max(axis=1, keepdims=True)
+            span = masked_hi - masked_lo
+            # All candidates equal on a dimension (e.g. equal prices): it cannot separate them.
+            safe = np.where(span > 0, span, 1.0)
+            return np.where(span > 0, (values - masked_lo) / safe, 0.0)
+
+        if not avail.any():
+            return np.zeros_like(est.accuracy)
+        k = knobs[:, None]
+        return k * norm(est.accuracy) - (1 - k) * norm(est.cost)
+
+    def _argmax(self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64],
+                mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+        """Best masked column per row; ties: cheaper, then the generalist, then model order."""
+        u = np.where(mask, utility, -np.inf)
+        best = u.max(axis=1, keepdims=True)
+        tied = mask & (u >= best - TIE)
+        # Among tied: lowest cost; among equal cost the generalist; else the first in model order.
+        c = np.where(tied, cost, np.inf)
+        cheapest = tied & (c <= c.min(axis=1, keepdims=True) + 1e-15)
+        g = self.generalist_index
+        m = utility.shape[1]
+        rank = np.where(cheapest, np.arange(m)[None, :] + m, 3 * m)
+        rank[:, g] = np.where(cheapest[:, g], 0, 3 * m)
+        choice = np.argmin(rank, axis=1)
+        return np.where(mask.any(axis=1), choice, g).astype(np.intp)
+
+    def choose(self, est: Estimates, knobs: npt.NDArray[np.float64],
+               available: Collection[str] | None = None) -> tuple[npt.NDArray[np.intp], list[str]]:
+        """Vectorised decision: (model index per row, reason per row)."""
+        avail, eligible = self._mask(est, available)
+        utility = self.utilities(est, knobs, avail)
+        chosen = self._argmax(utility, est.cost, eligible)
+        unconstrained = self._argmax(utility, est.cost, np.broadcast_to(avail, eligible.shape))
+        chosen = np.where(est.is_ood, self.generalist_index, chosen)
+        reasons = ["ood_fallback" if o else ("cliff" if self.artifact.cliff[c, u] else "best")
+                   for o, c, u in zip(est.is_ood, est.cluster, unconstrained, strict=True)]
+        return chosen.astype(np.intp), reasons
+
+    def decide(self, embeddings: npt.ArrayLike, knobs: float | Sequence[float] | npt.ArrayLike,
+               available: Collection[str] | None = None) -> list[Decision]:
+        est = self.estimate(embeddings)
+        n = est.accuracy.shape[0]
+        knob_arr = np.broadcast_to(np.asarray(knobs, dtype=np.float64), (n,)).copy()
+        if np.any(~np.isfinite(knob_arr)) or knob_arr.min(initial=0) < 0 or knob_arr.max(initial=1) > 1:
+            raise ValueError("knobs must lie in [0, 1]")
+        chosen, reasons = self.choose(est, knob_arr, available)
+        avail, eligible = self._mask(est, available)
+        utility = self.utilities(est, knob_arr, avail)
+        decisions = []
+        for i in range(n):
+            candidates = []
+            for j, model in enumerate(self.models):
+                if not avail[j]:
+                    excluded: str | None = "unavailable"
+                elif not eligible[i, j]:
+                    excluded = "cliff"
+                elif est.is_ood[i] and j != self.generalist_index:
+                    excluded = "ood"
+                else:
+                    excluded = None
+                candidates.append(Candidate(model, float(est.accuracy[i, j]), float(est.cost[i, j]),
+                                            float(utility[i, j]), excluded is None, excluded))
+            first = self.models[int(chosen[i])]
+            candidates.sort(key=lambda c: (c.model != first, -c.utility, c.expected_cost,
+                                           c.model != self.artifact.generalist))
+            decisions.append(Decision(model=first, cluster=int(est.cluster[i]), ood_score=float(est.ood_score[i]),
+                                      is_ood=bool(est.is_ood[i]), knob=float(knob_arr[i]), reason=reasons[i],
+                                      candidates=tuple(candidates), generalist=self.artifact.generalist))
+        return decisions
