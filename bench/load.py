@@ -107,7 +107,8 @@ class LoadResult:
 
 
 def load_queries(count: int, seed: int, path: Path = DATA) -> list[str]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # split("\n"), not splitlines(): queries may hold U+2028, which splitlines() treats as a line end.
+    rows = [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
     queries = sorted({r["query"] for r in rows if r.get("split") == "test" and len(r["query"]) < 2000})
     return random.Random(seed).sample(queries, min(count, len(queries)))
 

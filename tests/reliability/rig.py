@@ -36,6 +36,14 @@ class Rig:
         body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8, **extra}
         return httpx.post(self.url + "/v1/chat/completions", json=body, timeout=60)
 
+    def specialist_route(self) -> tuple[str, str]:
+        """(model, backend): a virtual model whose first choice for MATH is a specialist, not the generalist."""
+        for model in ("triage", "triage:quality", "triage:cost", "triage:0.25", "triage:0.75"):
+            backend = self.first_choice(model=model)
+            if backend != self.artifact.generalist:
+                return model, backend
+        raise AssertionError("every knob routes MATH to the generalist: this artifact cannot test a specialist")
+
     def first_choice(self, content: str = MATH, model: str = "triage") -> str:
         """The backend a routed request goes to first (a dry run through /v1/route)."""
         response = httpx.post(self.url + "/v1/route", json={
