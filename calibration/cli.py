@@ -73,7 +73,8 @@ def make_encoder(threads: int) -> Encoder:
     return Embedder(EmbedderSettings(threads=threads))
 
 
-def main(argv: list[str], encoder: Encoder | None = None) -> int:
+def main(argv: list[str], encoder: Encoder | None = None, client: Any = None) -> int:
+    """``encoder`` and ``client`` (an ``httpx.AsyncClient`` for --live) are injectable for tests."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -81,7 +82,7 @@ def main(argv: list[str], encoder: Encoder | None = None) -> int:
         return int(exc.code or 0) if exc.code in (0, None) else 2
     try:
         if args.command == "calibrate":
-            return calibrate(args, encoder)
+            return calibrate(args, encoder, client)
         return evaluate(args, encoder)
     except (DataError, ArtifactError, UsageError) as exc:
         print(f"triage {args.command}: error: {exc}", file=sys.stderr)
@@ -99,7 +100,7 @@ def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
     return rows
 
 
-def calibrate(args: argparse.Namespace, encoder: Encoder | None) -> int:
+def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = None) -> int:
     started = time.monotonic()
     command = "triage " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["calibrate"] else ["calibrate"])
     if args.live:
@@ -107,7 +108,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None) -> int:
 
         if not args.config or not args.gold:
             raise UsageError("--live needs --config and --gold")
-        data_path = run_live(args)
+        data_path = run_live(args, client)
         args.data = data_path
     elif args.data is None:
         raise UsageError("--data is required (or --live with --config and --gold)")

@@ -156,9 +156,11 @@ def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, model
         config: FitConfig, k_fixed: int | None = None, progress: bool = True) -> FitResult:
     g = models.index(generalist)
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
+    if len(ids) < 2:
+        raise ValueError("need at least 2 train rows to fit")
     val = np.array([hash_fraction("val:" + i) < config.validation_fraction for i in ids])
     if val.sum() < 20 or (~val).sum() < 20:
-        raise ValueError("too few train rows to hold out a validation slice (need at least 20 on each side)")
+        return small_fit(embeddings, scores, costs, g, config, k_fixed)
     fit_x, val_x = embeddings[~val], embeddings[val]
     fit_s, val_s, fit_c, val_c = scores[~val], scores[val], costs[~val], costs[val]
     max_k = max(1, int((~val).sum()) // 20)  # keep clusters at >= ~20 queries on average
@@ -205,3 +207,25 @@ def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, model
                      reference=embeddings[keep].astype(np.float32),
                      reference_scores=scores[keep].astype(np.float32), global_accuracy=scores.mean(axis=0),
                      selection=selection, validation_ood_scores=val_ood)
+
+
+def small_fit(embeddings: Matrix, scores: Floats, costs: Floats, g: int, config: FitConfig,
+              k_fixed: int | None) -> FitResult:
+    """Too few rows for a validation slice (e.g. a short live run): fixed simple settings, and the OOD
+    threshold from leave-one-out distances (each row scored against the others, never itself)."""
+    n = len(embeddings)
+    k = min(k_fixed or max(1, min(4, n // 10)), n)
+    centroids, labels = kmeans(embeddings, k, config.seed)
+    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
+    ood_k = min(config.ood_k, n - 1)
+    loo, _, _ = knn(embeddings, embeddings, ood_k, exclude_self=True)
+    quantiles = {f"{q:.2f}": float(np.quantile(loo, q)) for q in (0.9, 0.95, 0.99)}
+    return FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=1, temperature=1.0,
+                     knn_weight=0.0, knn_k=min(config.knn_k, n), ood_k=ood_k,
+                     ood_threshold=float(np.quantile(loo, config.ood_quantile)), ood_quantiles=quantiles,
+                     reference=embeddings.astype(np.float32), reference_scores=scores.astype(np.float32),
+                     global_accuracy=scores.mean(axis=0),
+                     selection=[{"k": k, "soft_top": 1, "temperature": 1.0, "knn_weight": 0.0,
+                                 "validation_quality": float("nan"), "validation_accuracy_knob1": float("nan"),
+                                 "note": "too few rows for a validation slice: fixed settings"}],
+                     validation_ood_scores=loo)

@@ -1,0 +1,87 @@
+"""Policy.decide on a hand-built two-cluster artifact: knob behaviour, cliffs, OOD, ties, availability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.artifact import Artifact
+from router.policy import Policy
+from tests.router.test_artifact import DIM, write_artifact
+
+IN_CLUSTER_0 = np.array([[1, 0.02, 0, 0]], dtype=np.float32)
+IN_CLUSTER_1 = np.array([[0.02, 1, 0, 0]], dtype=np.float32)
+FAR_AWAY = np.array([[0, 0, 0, 1]], dtype=np.float32)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def policy(tmp_path: Path, **kwargs: object) -> Policy:
+    return Policy(Artifact.load(write_artifact(tmp_path / "a", **kwargs)))  # type: ignore[arg-type]
+
+
+def test_knob_one_picks_most_accurate_knob_zero_cheapest(tmp_path: Path) -> None:
+    p = policy(tmp_path)
+    best, cheapest = p.decide(np.vstack([unit(IN_CLUSTER_0)] * 2), [1.0, 0.0])
+    assert (best.model, best.reason, best.cluster) == ("special", "best", 0)
+    assert cheapest.model == "cheap"
+    assert best.candidates[0].model == "special"
+    assert [c.utility for c in best.candidates] == sorted((c.utility for c in best.candidates), reverse=True)
+
+
+def test_cliff_excludes_specialist_and_says_so(tmp_path: Path) -> None:
+    # In cluster 1 the specialist is most accurate on paper but past its cliff.
+    p = policy(tmp_path, estimate=[[0.6, 0.9, 0.5], [0.6, 0.95, 0.5]])
+    (d,) = p.decide(unit(IN_CLUSTER_1), 1.0)
+    assert d.model == "general" and d.reason == "cliff"
+    special = next(c for c in d.candidates if c.model == "special")
+    assert not special.eligible and special.excluded_by == "cliff"
+
+
+def test_ood_goes_to_generalist(tmp_path: Path) -> None:
+    p = policy(tmp_path)
+    (d,) = p.decide(unit(FAR_AWAY), 0.0)
+    assert d.model == "general" and d.reason == "ood_fallback" and d.is_ood and d.ood_score > 0.5
+    assert {c.excluded_by for c in d.candidates if c.model != "general"} == {"ood"}
+
+
+def test_ties_go_to_cheaper_then_generalist(tmp_path: Path) -> None:
+    p = policy(tmp_path, estimate=[[0.7, 0.7, 0.7], [0.7, 0.7, 0.7]], cost=[1.0, 1.0, 1.0], cliffs={})
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0)
+    assert d.model == "general"  # equal accuracy and cost: the generalist
+    p = policy(tmp_path / "b", estimate=[[0.7, 0.7, 0.7], [0.7, 0.7, 0.7]], cost=[1.0, 0.5, 0.5], cliffs={})
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0)
+    assert d.model == "special"  # knob 1 ignores cost, but the tie goes to the cheaper (first in order)
+
+
+def test_unavailable_models_are_skipped_and_fallbacks_end_with_generalist(tmp_path: Path) -> None:
+    p = policy(tmp_path)
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available={"general", "cheap"})
+    assert d.model == "general"
+    assert next(c for c in d.candidates if c.model == "special").excluded_by == "unavailable"
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0)
+    assert d.fallbacks() == ["general", "cheap"]  # by utility; the generalist is always in the chain
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available={"special", "cheap"})
+    assert d.fallbacks() == ["cheap", "general"]  # appended even when it is not available right now
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available=set())
+    assert d.model == "general"  # nothing eligible: the generalist
+    assert d.to_dict()["candidates"][0]["model"] == "general"
+
+
+def test_intermediate_knob_trades_accuracy_for_cost(tmp_path: Path) -> None:
+    p = policy(tmp_path)
+    models = [d.model for d in p.decide(np.vstack([unit(IN_CLUSTER_0)] * 11), np.linspace(0, 1, 11))]
+    assert models[0] == "cheap" and models[-1] == "special"
+    assert "general" not in models  # dearer and less accurate than the specialist in its own cluster
+
+
+def test_decide_validates_input(tmp_path: Path) -> None:
+    p = policy(tmp_path)
+    with pytest.raises(ValueError, match="knobs"):
+        p.decide(unit(IN_CLUSTER_0), 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        p.decide(np.zeros((1, DIM + 1), np.float32), 1.0)
