@@ -1,0 +1,112 @@
+"""``calibration.cli.main``: calibrate then eval on synthetic data (fake encoder), and bad input refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calibration.cli import main
+from router.artifact import Artifact
+from tests.calibration.conftest import FakeEncoder, synthetic_rows, write_jsonl
+
+
+def run(argv: list[str], encoder: FakeEncoder) -> int:
+    return main(argv, encoder=encoder)
+
+
+def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder) -> None:
+    art, rep, cache = tmp_path / "art", tmp_path / "rep", tmp_path / "cache"
+    assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--cache-dir", str(cache),
+                "--generalist", "general", "--no-progress"], fake_encoder) == 0
+    artifact = Artifact.load(art, embedder_name="fake-encoder", embedder_dim=16)
+    manifest = artifact.manifest
+    assert manifest["data"]["sha256"] and manifest["data"]["train_rows"] == 240 and manifest["created_at"]
+    assert (art / "report.md").exists() and (art / "clusters.png").stat().st_size > 10_000
+    assert artifact.cliff[:, artifact.models.index("mathy")].any()
+    calls = fake_encoder.calls
+    assert run(["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(rep),
+                "--cache-dir", str(cache), "--no-progress"], fake_encoder) == 0
+    assert fake_encoder.calls == calls + 1  # train embeddings came from the cache; only test rows were new
+    report = json.loads((rep / "report.json").read_text())
+    assert [p["knob"] for p in report["triage"]] == [round(0.1 * i, 1) for i in range(11)]
+    knob1 = report["triage"][-1]["accuracy"]
+    assert knob1 > max(v["accuracy"] for v in report["single"].values())  # routing beats every single model
+    assert knob1 <= report["oracle"]["accuracy"]
+    assert report["triage"][0]["cost"] <= report["triage"][-1]["cost"]
+    assert report["aiq"]["triage"] >= report["aiq"]["avengers"] - 0.02
+    for png in ("frontier.png", "cluster_accuracy.png", "cliff.png"):
+        assert (rep / png).stat().st_size > 10_000
+    assert "AIQ" in (rep / "report.md").read_text()
+
+
+def test_holdout_domain_is_flagged_ood(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    rows = synthetic_rows(n_per_domain=90)
+    data = write_jsonl(tmp_path / "s.jsonl", rows)
+    art, rep = tmp_path / "art", tmp_path / "rep"
+    assert run(["calibrate", "--data", str(data), "--out", str(art), "--holdout-domains", "code",
+                "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
+    assert run(["eval", "--artifact", str(art), "--data", str(data), "--out", str(rep),
+                "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
+    ood = json.loads((rep / "report.json").read_text())["ood"]
+    assert ood["auroc"] > 0.95 and ood["flagged_rate"] > 0.9
+    assert ood["routed_accuracy_knob1"] == pytest.approx(ood["generalist_accuracy"], abs=0.05)
+
+
+def broken(rows: list[dict[str, Any]], index: int, change: Any) -> list[dict[str, Any]]:
+    rows = [json.loads(json.dumps(r)) for r in rows]
+    change(rows[index])
+    return rows
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["scores"].pop("mathy"), "line 6 (id 'math-5'): field 'scores.mathy' is missing"),
+    (lambda r: r["scores"].update(gpt9=1.0), "field 'scores.gpt9': unknown model"),
+    (lambda r: r.update(query="  "), "line 6 (id 'math-5'): field 'query' is missing or empty"),
+    (lambda r: r["cost"].update(mathy=math.nan), "field 'cost.mathy' must be a finite number"),
+    (lambda r: r["scores"].update(cheap="yes"), "field 'scores.cheap' must be a finite number"),
+])
+def test_bad_rows_exit_2_and_write_nothing(tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any,
+                                           change: Any, message: str) -> None:
+    data = write_jsonl(tmp_path / "bad.jsonl", broken(synthetic_rows(n_per_domain=30), 5, change))
+    out = tmp_path / "art"
+    code = run(["calibrate", "--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c")],
+               fake_encoder)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and fake_encoder.calls == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]
+
+
+def test_unknown_generalist_and_bad_k(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder,
+                                     capsys: Any) -> None:
+    base = ["calibrate", "--data", str(synthetic_file), "--out", str(tmp_path / "a")]
+    assert run([*base, "--generalist", "nobody"], fake_encoder) == 2
+    assert "'nobody' is not one of the models" in capsys.readouterr().err
+    assert run([*base, "--clusters", "many"], fake_encoder) == 2
+    assert run(["calibrate", "--out", str(tmp_path / "a")], fake_encoder) == 2
+    assert not (tmp_path / "a").exists()
+
+
+def test_eval_refuses_artifact_of_another_embedder(tmp_path: Path, synthetic_file: Path,
+                                                   fake_encoder: FakeEncoder, capsys: Any) -> None:
+    art = tmp_path / "art"
+    assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--cache-dir", str(tmp_path / "c"),
+                "--no-progress"], fake_encoder) == 0
+    other = FakeEncoder()
+    other.name = "another-model"
+    assert run(["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(tmp_path / "r")],
+               other) == 2
+    assert "embedder mismatch" in capsys.readouterr().err
+
+
+def test_recalibrate_replaces_atomically(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder) -> None:
+    art = tmp_path / "art"
+    for clusters in ("3", "5"):
+        assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--clusters", clusters,
+                    "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
+    assert Artifact.load(art).k == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "c", "scores.jsonl"]  # no temp dirs left
