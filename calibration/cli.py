@@ -4,6 +4,7 @@
                      [--prices PRICES.json] [--holdout-domains a,b]
     triage calibrate --live --config FILE --gold GOLD.jsonl --out DIR [--limit N] [--concurrency C]
     triage eval --artifact DIR --data SCORES.jsonl --out REPORT_DIR [--prices PRICES.json]
+    triage eval --leave-one-domain-out --data SCORES.jsonl --out DIR [--generalist NAME]   (calibration/lodo.py)
 
 Bad input (a row without a score, an unknown model, an empty query, a NaN cost, an unknown gold metric) stops
 the run with a message naming the row and field, exit code 2, and nothing written.
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
-    ev.add_argument("--artifact", type=Path, required=True)
+    ev.add_argument("--artifact", type=Path, help="required unless --leave-one-domain-out")
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--prices", type=Path)
@@ -75,9 +76,14 @@ def make_encoder(threads: int) -> Encoder:
 
 def main(argv: list[str], encoder: Encoder | None = None, client: Any = None) -> int:
     """``encoder`` and ``client`` (an ``httpx.AsyncClient`` for --live) are injectable for tests."""
+    if argv[:1] == ["eval"] and "--leave-one-domain-out" in argv:
+        from calibration import lodo
+
+        return lodo.main([a for a in argv[1:] if a != "--leave-one-domain-out"], encoder=encoder)
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(argv)
     except SystemExit as exc:  # argparse already printed the usage message
         return int(exc.code or 0) if exc.code in (0, None) else 2
     try:
@@ -102,7 +108,7 @@ def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
 
 def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = None) -> int:
     started = time.monotonic()
-    command = "triage " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["calibrate"] else ["calibrate"])
+    command = "triage " + shlex.join(args.argv)
     if args.live:
         from calibration.live import run_live
 
@@ -188,7 +194,9 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
     from calibration.report import eval_report
     from router.policy import Policy
 
-    command = "triage " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["eval"] else ["eval"])
+    command = "triage " + shlex.join(args.argv)
+    if args.artifact is None:
+        raise UsageError("--artifact is required (or --leave-one-domain-out)")
     encoder = encoder or make_encoder(args.threads)
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
     data = load_scores(args.data, args.prices)

@@ -110,3 +110,18 @@ def test_recalibrate_replaces_atomically(tmp_path: Path, synthetic_file: Path, f
                     "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
     assert Artifact.load(art).k == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "c", "scores.jsonl"]  # no temp dirs left
+
+
+def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
+    out = tmp_path / "lodo"
+    assert main(["eval", "--leave-one-domain-out", "--data", str(data), "--out", str(out), "--generalist",
+                 "general", "--min-test", "20", "--cache-dir", str(tmp_path / "c"), "--no-progress"],
+                encoder=fake_encoder) == 0
+    report = json.loads((out / "lodo.json").read_text())
+    assert set(report["domains"]) == {"math", "history", "code"}
+    for r in report["domains"].values():
+        assert r["n"] == 30 and r["flagged_ood"] > 0.9 and r["auroc"] > 0.95
+        # An unseen domain is flagged and handed to the generalist: no worse than it.
+        assert r["routed_accuracy"] >= r["generalist_accuracy"] - 0.05
+    assert "| math |" in (out / "lodo.md").read_text()
