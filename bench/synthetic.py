@@ -1,51 +1,51 @@
-"""Synthetic calibration artifacts of any size, for scaling benches (k clusters, m models, n reference rows).
+"""Synthetic calibration artifacts of any size (k clusters, m models, n reference rows), for scaling benches
+and for tests that need a valid artifact but not a calibration run.
 
-Random unit-norm centroids and reference vectors, random accuracies and costs, a few cliffs: the numbers
-mean nothing, the shapes are what a real artifact of that size has, and ``Artifact.load`` validates it like
-any other (so a format change breaks this loudly instead of benchmarking a stale layout).
+The data are made up, the artifact is not: it goes through the routing core's own pieces, ``beta_table``
+(calibration/fit.py) for the per-cluster table and cliffs and ``write_artifact`` (calibration/bundle.py) to
+write and validate it, so it has exactly the shapes and checks a real artifact of that size has.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-EMBEDDER = {"name": "all-MiniLM-L6-v2", "dim": 384, "normalisation": "l2"}
+from calibration.bundle import write_artifact
+from calibration.fit import FitResult, beta_table
+from router.artifact import Artifact
+
+EMBEDDER_NAME, EMBEDDER_DIM = "all-MiniLM-L6-v2", 384
 
 
-def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:
     x = rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def write_synthetic_artifact(out: Path, k: int, models: list[str], n_reference: int = 5000, seed: int = 0,
-                             dim: int = 384, ood_threshold: float = 0.9) -> Path:
-    """Writes an artifact directory whose generalist is ``models[0]``; returns ``out``.
+                             ood_threshold: float = 0.9) -> Artifact:
+    """Writes and loads an artifact whose generalist is ``models[0]``.
 
-    Random references sit far from real sentence embeddings (cosine distance ~0.85), so ``ood_threshold``
-    above 1 keeps real prompts in domain and below ~0.8 sends them all to the generalist.
+    References are drawn around random cluster centres. Random directions sit far from real sentence
+    embeddings (cosine distance ~0.85), so ``ood_threshold`` above 1 keeps real prompts in domain.
     """
     rng = np.random.default_rng(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    generalist = models[0]
-    np.save(out / "centroids.npy", _unit(rng, k, dim))
-    np.save(out / "reference.npy", _unit(rng, n_reference, dim))
-    np.save(out / "reference_scores.npy", (rng.random((n_reference, len(models))) < 0.6).astype(np.float32))
-    accuracy = rng.random((k, len(models)))
-    cost = rng.random(len(models)) * 1e-3
-    clusters = [{"models": {m: {"n": 50, "accuracy": float(accuracy[c, j]), "estimate": float(accuracy[c, j]),
-                                "mean_cost": float(cost[j])} for j, m in enumerate(models)}} for c in range(k)]
-    (out / "table.json").write_text(json.dumps({"clusters": clusters}))
-    cliffs = {m: sorted(int(c) for c in np.flatnonzero(accuracy[:, j] < accuracy[:, 0] - 0.4))
-              for j, m in enumerate(models) if m != generalist}
-    (out / "cliffs.json").write_text(json.dumps(cliffs))
-    (out / "ood.json").write_text(json.dumps({"method": "knn_cosine_distance", "k_neighbors": 10,
-                                              "threshold": ood_threshold}))
-    manifest = {"format_version": 1, "embedder": {**EMBEDDER, "dim": dim}, "k": k, "models": models,
-                "generalist": generalist, "reference_model": models[int(np.argmax(accuracy.mean(axis=0)))],
-                "created_at": "synthetic", "data_fingerprint": f"synthetic-{seed}",
-                "policy": {"soft_top": min(3, k), "temperature": 0.05, "knn_weight": 0.3, "knn_k": 10}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return out
+    m = len(models)
+    centroids = unit_rows(rng, k, EMBEDDER_DIM)
+    labels = rng.integers(0, k, n_reference)
+    reference = centroids[labels] + 0.05 * rng.standard_normal((n_reference, EMBEDDER_DIM)).astype(np.float32)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    skill = rng.random((k, m))  # each model's accuracy in each cluster
+    scores = (rng.random((n_reference, m)) < skill[labels]).astype(np.float64)
+    costs = np.broadcast_to(np.linspace(1e-4, 1e-3, m), (n_reference, m)).copy()
+    table = beta_table(labels, k, scores, costs, generalist=0, prior_strength=10.0, cliff_confidence=0.9)
+    fit = FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=min(3, k), temperature=0.05,
+                    knn_weight=0.3, knn_k=20, ood_k=10, ood_threshold=ood_threshold, ood_quantiles={},
+                    reference=reference, reference_scores=scores.astype(np.float32),
+                    global_accuracy=scores.mean(axis=0))
+    return write_artifact(out, models=models, generalist=models[0], embedder_name=EMBEDDER_NAME,
+                          embedder_dim=EMBEDDER_DIM, fit=fit, data_info={"source": "synthetic", "seed": seed},
+                          extra={})

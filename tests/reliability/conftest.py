@@ -44,9 +44,8 @@ def rel_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         shared: Artifact = request.getfixturevalue("artifact")
         return shared
     except pytest.FixtureLookupError:
-        path = write_synthetic_artifact(tmp_path_factory.mktemp("reliability") / "artifact", k=16,
+        return write_synthetic_artifact(tmp_path_factory.mktemp("reliability") / "artifact", k=16,
                                         models=ROUTERDC_MODELS, n_reference=2000, ood_threshold=1.5)
-        return Artifact.load(path)
 
 
 @pytest.fixture(scope="session")
