@@ -25,19 +25,42 @@ def table_json(models: list[str], fit: FitResult) -> dict[str, Any]:
     t = fit.table
     clusters = []
     for c in range(fit.k):
-        clusters.append({"id": c, "size": int(t.counts[c, 0]), "models": {
-            model: {"n": int(t.counts[c, j]), "accuracy": round(float(t.accuracy[c, j]), 6),
-                    "estimate": round(float(t.estimate[c, j]), 6), "lower": round(float(t.lower[c, j]), 6),
-                    "upper": round(float(t.upper[c, j]), 6), "mean_cost": float(t.mean_cost[c, j]),
-                    "cliff": bool(t.cliff[c, j])}
-            for j, model in enumerate(models)}})
-    return {"clusters": clusters,
-            "global_accuracy": {m: round(float(a), 6) for m, a in zip(models, fit.global_accuracy, strict=True)}}
+        clusters.append(
+            {
+                "id": c,
+                "size": int(t.counts[c, 0]),
+                "models": {
+                    model: {
+                        "n": int(t.counts[c, j]),
+                        "accuracy": round(float(t.accuracy[c, j]), 6),
+                        "estimate": round(float(t.estimate[c, j]), 6),
+                        "lower": round(float(t.lower[c, j]), 6),
+                        "upper": round(float(t.upper[c, j]), 6),
+                        "mean_cost": float(t.mean_cost[c, j]),
+                        "cliff": bool(t.cliff[c, j]),
+                    }
+                    for j, model in enumerate(models)
+                },
+            }
+        )
+    return {
+        "clusters": clusters,
+        "global_accuracy": {m: round(float(a), 6) for m, a in zip(models, fit.global_accuracy, strict=True)},
+    }
 
 
-def write_artifact(out: Path, *, models: list[str], generalist: str, embedder_name: str, embedder_dim: int,
-                   fit: FitResult, data_info: dict[str, Any], extra: dict[str, Any],
-                   write_human: Callable[[Path], None] | None = None) -> Artifact:
+def write_artifact(
+    out: Path,
+    *,
+    models: list[str],
+    generalist: str,
+    embedder_name: str,
+    embedder_dim: int,
+    fit: FitResult,
+    data_info: dict[str, Any],
+    extra: dict[str, Any],
+    write_human: Callable[[Path], None] | None = None,
+) -> Artifact:
     """Write, validate, rename into place; returns the loaded artifact."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -51,8 +74,12 @@ def write_artifact(out: Path, *, models: list[str], generalist: str, embedder_na
             "models": models,
             "generalist": generalist,
             "reference_model": reference_model,
-            "policy": {"soft_top": fit.soft_top, "temperature": fit.temperature, "knn_weight": fit.knn_weight,
-                       "knn_k": fit.knn_k},
+            "policy": {
+                "soft_top": fit.soft_top,
+                "temperature": fit.temperature,
+                "knn_weight": fit.knn_weight,
+                "knn_k": fit.knn_k,
+            },
             "data": data_info,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **extra,
@@ -64,9 +91,14 @@ def write_artifact(out: Path, *, models: list[str], generalist: str, embedder_na
         (tmp / "table.json").write_text(json.dumps(table_json(models, fit), indent=1) + "\n")
         cliffs = {m: [int(c) for c in np.flatnonzero(fit.table.cliff[:, j])] for j, m in enumerate(models)}
         (tmp / "cliffs.json").write_text(json.dumps(cliffs, indent=1) + "\n")
-        ood = {"method": "knn_cosine_distance", "k_neighbors": fit.ood_k, "threshold": fit.ood_threshold,
-               "quantile": extra.get("ood_quantile"), "held_out_quantiles": fit.ood_quantiles,
-               "calibrated_on": "validation slice of the train rows, scored against the other train rows"}
+        ood = {
+            "method": "knn_cosine_distance",
+            "k_neighbors": fit.ood_k,
+            "threshold": fit.ood_threshold,
+            "quantile": extra.get("ood_quantile"),
+            "held_out_quantiles": fit.ood_quantiles,
+            "calibrated_on": "validation slice of the train rows, scored against the other train rows",
+        }
         (tmp / "ood.json").write_text(json.dumps(ood, indent=1) + "\n")
         artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim)
         if write_human is not None:

@@ -4,7 +4,7 @@
                      [--prices PRICES.json] [--holdout-domains a,b]
     triage calibrate --live --config FILE --gold GOLD.jsonl --out DIR [--limit N] [--concurrency C]
     triage eval --artifact DIR --data SCORES.jsonl --out REPORT_DIR [--prices PRICES.json]
-    triage eval --leave-one-domain-out --data SCORES.jsonl --out DIR [--generalist NAME]   (calibration/lodo.py)
+    triage eval --leave-one-domain-out --data SCORES.jsonl --out DIR [--generalist NAME]  (lodo.py)
 
 Bad input (a row without a score, an unknown model, an empty query, a NaN cost, an unknown gold metric) stops
 the run with a message naming the row and field, exit code 2, and nothing written.
@@ -133,18 +133,33 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
     x = EmbeddingCache(encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed)
     try:
-        result = fit(train.ids, x, train.scores, train.costs, data.models, generalist, config, k_fixed,
-                     progress=not args.no_progress)
+        result = fit(
+            train.ids,
+            x,
+            train.scores,
+            train.costs,
+            data.models,
+            generalist,
+            config,
+            k_fixed,
+            progress=not args.no_progress,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     info = {
-        "source": data.source_name, "sha256": data.fingerprint, "rows": len(data), "train_rows": len(train),
+        "source": data.source_name,
+        "sha256": data.fingerprint,
+        "rows": len(data),
+        "train_rows": len(train),
         "split": args.split,
         "split_method": data.notes[0] if data.hash_split else f"rows with split == {args.split!r}",
-        "holdout_domains": sorted(holdout), "cost_source": data.cost_source,
-        "prices": args.prices.name if args.prices else None, "generalist_reason": reason,
+        "holdout_domains": sorted(holdout),
+        "cost_source": data.cost_source,
+        "prices": args.prices.name if args.prices else None,
+        "generalist_reason": reason,
         "objective": "AIQ over the knob sweep" if train.has_cost else "accuracy at knob 1",
-        "prior_strength": config.prior_strength, "cliff_confidence": config.cliff_confidence,
+        "prior_strength": config.prior_strength,
+        "cliff_confidence": config.cliff_confidence,
         "ood_quantile": config.ood_quantile,
     }
 
@@ -153,29 +168,70 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         from calibration.report import calibration_report
 
         t = result.table
-        heatmap(directory / "clusters.png", t.estimate, data.models,
-                "Shrunk accuracy per cluster (train); x = cliff", t.cliff, t.counts[:, 0])
+        heatmap(
+            directory / "clusters.png",
+            t.estimate,
+            data.models,
+            "Shrunk accuracy per cluster (train); x = cliff",
+            t.cliff,
+            t.counts[:, 0],
+        )
         selection_plot(directory / "selection.png", result.selection, info["objective"])
-        (directory / "report.md").write_text(calibration_report(result, data.models, generalist, info, command))
+        (directory / "report.md").write_text(
+            calibration_report(result, data.models, generalist, info, command)
+        )
 
-    data_info = {k: info[k] for k in ("source", "sha256", "rows", "train_rows", "split", "split_method",
-                                      "holdout_domains", "cost_source", "prices")}
+    data_info = {
+        k: info[k]
+        for k in (
+            "source",
+            "sha256",
+            "rows",
+            "train_rows",
+            "split",
+            "split_method",
+            "holdout_domains",
+            "cost_source",
+            "prices",
+        )
+    }
     write_artifact_from(args.out, data, generalist, encoder, result, data_info, config, human)
-    print(f"artifact written: {args.out} (k={result.k}, generalist {generalist}, "
-          f"{time.monotonic() - started:.0f} s)")
+    print(
+        f"artifact written: {args.out} (k={result.k}, generalist {generalist}, "
+        f"{time.monotonic() - started:.0f} s)"
+    )
     return 0
 
 
-def write_artifact_from(out: Path, data: ScoreMatrix, generalist: str, encoder: Encoder, result: Any,
-                        data_info: dict[str, Any], config: FitConfig, human: Any) -> Artifact:
+def write_artifact_from(
+    out: Path,
+    data: ScoreMatrix,
+    generalist: str,
+    encoder: Encoder,
+    result: Any,
+    data_info: dict[str, Any],
+    config: FitConfig,
+    human: Any,
+) -> Artifact:
     from calibration.bundle import write_artifact
 
-    return write_artifact(out, models=data.models, generalist=generalist, embedder_name=encoder.name,
-                          embedder_dim=encoder.dim, fit=result, data_info=data_info,
-                          extra={"ood_quantile": config.ood_quantile,
-                                 "shrinkage": {"prior_strength": config.prior_strength,
-                                               "cliff_confidence": config.cliff_confidence}},
-                          write_human=human)
+    return write_artifact(
+        out,
+        models=data.models,
+        generalist=generalist,
+        embedder_name=encoder.name,
+        embedder_dim=encoder.dim,
+        fit=result,
+        data_info=data_info,
+        extra={
+            "ood_quantile": config.ood_quantile,
+            "shrinkage": {
+                "prior_strength": config.prior_strength,
+                "cliff_confidence": config.cliff_confidence,
+            },
+        },
+        write_human=human,
+    )
 
 
 def choose_generalist(train: ScoreMatrix, name: str | None) -> tuple[str, str]:
@@ -201,14 +257,20 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
     data = load_scores(args.data, args.prices)
     if data.models != artifact.models:
-        raise UsageError("the data's models differ from the artifact's: "
-                         f"{sorted(set(data.models) ^ set(artifact.models))}")
+        raise UsageError(
+            f"the data's models differ from the artifact's: {sorted(set(data.models) ^ set(artifact.models))}"
+        )
     recorded = artifact.manifest.get("data", {})
     if recorded.get("sha256") not in (None, data.fingerprint):
-        print("triage eval: warning: the data file differs from the one the artifact was fitted on",
-              file=sys.stderr)
-    holdout = _domains(args.holdout_domains) if args.holdout_domains is not None else set(
-        recorded.get("holdout_domains", []))
+        print(
+            "triage eval: warning: the data file differs from the one the artifact was fitted on",
+            file=sys.stderr,
+        )
+    holdout = (
+        _domains(args.holdout_domains)
+        if args.holdout_domains is not None
+        else set(recorded.get("holdout_domains", []))
+    )
     not_fit = ~data.mask_split(args.split)
     ood_mask = data.mask_domains(holdout) | data.mask_split("ood_or_unsplit")
     test = data.subset(not_fit & ~ood_mask)
@@ -223,32 +285,64 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
     ood_x = cache.embed(ood.queries, progress=progress) if len(ood) else None
     baseline = AvengersBaseline.fit(train_x, train.scores, train.costs, artifact.k)
     policy = Policy(artifact)
-    result = run_eval(policy, data.models, test_x, test.scores, test.costs, baseline,
-                      ood_x, ood.scores if len(ood) else None, ood.costs if len(ood) else None)
+    result = run_eval(
+        policy,
+        data.models,
+        test_x,
+        test.scores,
+        test.costs,
+        baseline,
+        ood_x,
+        ood.scores if len(ood) else None,
+        ood.costs if len(ood) else None,
+    )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    frontier_plot(out / "frontier.png", result, f"{data.source_name}: accuracy vs cost on {len(test)} test rows")
+    frontier_plot(
+        out / "frontier.png", result, f"{data.source_name}: accuracy vs cost on {len(test)} test rows"
+    )
     clusters = result["clusters"]
-    per_cluster = np.array([test.scores[clusters == c].mean(axis=0) if (clusters == c).any()
-                            else np.full(len(data.models), np.nan) for c in range(artifact.k)])
+    per_cluster = np.array(
+        [
+            test.scores[clusters == c].mean(axis=0)
+            if (clusters == c).any()
+            else np.full(len(data.models), np.nan)
+            for c in range(artifact.k)
+        ]
+    )
     counts = np.array([(clusters == c).sum() for c in range(artifact.k)], dtype=float)
-    heatmap(out / "cluster_accuracy.png", np.nan_to_num(per_cluster, nan=0.0), data.models,
-            "Test accuracy per cluster (x = cliff from calibration)", artifact.cliff, counts)
+    heatmap(
+        out / "cluster_accuracy.png",
+        np.nan_to_num(per_cluster, nan=0.0),
+        data.models,
+        "Test accuracy per cluster (x = cliff from calibration)",
+        artifact.cliff,
+        counts,
+    )
     all_ood = result["in_domain_ood_scores"]
     all_scores = test.scores
     if "ood_scores" in result:
         all_ood = np.concatenate([all_ood, result["ood_scores"]])
         all_scores = np.concatenate([test.scores, ood.scores])
-    cliff_plot(out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist, artifact.ood_threshold)
-    info = {"k": artifact.k, "generalist": artifact.generalist, "embedder": artifact.embedder_name,
-            "rows": f"split != {args.split!r}, excluding held-out domains", "cost_source": data.cost_source,
-            "ood_rows": ", ".join(sorted(set(ood.domains))) or "none"}
+    cliff_plot(
+        out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist, artifact.ood_threshold
+    )
+    info = {
+        "k": artifact.k,
+        "generalist": artifact.generalist,
+        "embedder": artifact.embedder_name,
+        "rows": f"split != {args.split!r}, excluding held-out domains",
+        "cost_source": data.cost_source,
+        "ood_rows": ", ".join(sorted(set(ood.domains))) or "none",
+    }
     (out / "report.md").write_text(eval_report(result, command, info))
     public = {k: v for k, v in result.items() if k not in ("in_domain_ood_scores", "ood_scores", "clusters")}
     public["info"] = info
     (out / "report.json").write_text(json.dumps(public, indent=1, default=float) + "\n")
-    summary = f"knob1 {result['triage'][-1]['accuracy']:.4f} vs best single {result['best_single']} " \
-              f"{result['single'][result['best_single']]['accuracy']:.4f}"
+    summary = (
+        f"knob1 {result['triage'][-1]['accuracy']:.4f} vs best single {result['best_single']} "
+        f"{result['single'][result['best_single']]['accuracy']:.4f}"
+    )
     if "aiq" in result:
         summary += f"; AIQ triage {result['aiq']['triage']:.4f} vs avengers {result['aiq']['avengers']:.4f}"
     if "ood" in result:

@@ -64,10 +64,17 @@ class ScoreMatrix:
     def subset(self, mask: npt.NDArray[np.bool_]) -> ScoreMatrix:
         idx = np.flatnonzero(mask)
         return ScoreMatrix(
-            ids=[self.ids[i] for i in idx], queries=[self.queries[i] for i in idx],
-            domains=[self.domains[i] for i in idx], splits=[self.splits[i] for i in idx], models=self.models,
-            scores=self.scores[idx], costs=self.costs[idx], cost_source=self.cost_source,
-            fingerprint=self.fingerprint, source_name=self.source_name, hash_split=self.hash_split,
+            ids=[self.ids[i] for i in idx],
+            queries=[self.queries[i] for i in idx],
+            domains=[self.domains[i] for i in idx],
+            splits=[self.splits[i] for i in idx],
+            models=self.models,
+            scores=self.scores[idx],
+            costs=self.costs[idx],
+            cost_source=self.cost_source,
+            fingerprint=self.fingerprint,
+            source_name=self.source_name,
+            hash_split=self.hash_split,
             notes=self.notes,
         )
 
@@ -103,7 +110,9 @@ def load_prices(path: Path) -> dict[str, tuple[float, float]]:
             raise DataError(f"{path.name}: model {model!r}: expected an object with input_price/output_price")
         pin, pout = entry.get("input_price"), entry.get("output_price")
         if not (_is_number(pin) and _is_number(pout)) or pin < 0 or pout < 0:
-            raise DataError(f"{path.name}: model {model!r}: input_price/output_price must be finite numbers >= 0")
+            raise DataError(
+                f"{path.name}: model {model!r}: input_price/output_price must be finite numbers >= 0"
+            )
         prices[model] = (float(pin), float(pout))
     return prices
 
@@ -202,11 +211,22 @@ def load_scores(path: Path, prices_path: Path | None = None) -> ScoreMatrix:
     notes: list[str] = []
     if hash_split:
         splits = ["train" if hash_fraction(rid) < HASH_TRAIN_PERCENT / 100 else "test" for rid in ids]
-        notes.append(f"no train split in the file: deterministic sha256(id) split, {HASH_TRAIN_PERCENT}% train")
+        notes.append(
+            f"no train split in the file: deterministic sha256(id) split, {HASH_TRAIN_PERCENT}% train"
+        )
     return ScoreMatrix(
-        ids=ids, queries=queries, domains=domains, splits=splits, models=models,
-        scores=np.asarray(score_rows, dtype=np.float64), costs=costs, cost_source=cost_source,
-        fingerprint=hashlib.sha256(raw).hexdigest(), source_name=name, hash_split=hash_split, notes=notes,
+        ids=ids,
+        queries=queries,
+        domains=domains,
+        splits=splits,
+        models=models,
+        scores=np.asarray(score_rows, dtype=np.float64),
+        costs=costs,
+        cost_source=cost_source,
+        fingerprint=hashlib.sha256(raw).hexdigest(),
+        source_name=name,
+        hash_split=hash_split,
+        notes=notes,
     )
 
 
@@ -225,8 +245,10 @@ def _costs(
     if prices is None:
         if any(c is not None for c in cost_rows):
             first = next(i for i, c in enumerate(cost_rows) if c is None)
-            raise DataError(f"{name} (id {ids[first]!r}): field 'cost' is missing while other rows have it; "
-                            "pass --prices to fill it in")
+            raise DataError(
+                f"{name} (id {ids[first]!r}): field 'cost' is missing while other rows have it; "
+                "pass --prices to fill it in"
+            )
         return np.zeros((n, m)), "equal"
     missing = [mo for mo in models if mo not in prices]
     if missing:

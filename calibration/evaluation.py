@@ -36,7 +36,9 @@ class AvengersBaseline:
     cost: Floats  # (k, m)
 
     @classmethod
-    def fit(cls, embeddings: Matrix, scores: Floats, costs: Floats, k: int, seed: int = 0) -> AvengersBaseline:
+    def fit(
+        cls, embeddings: Matrix, scores: Floats, costs: Floats, k: int, seed: int = 0
+    ) -> AvengersBaseline:
         centroids, labels = kmeans(embeddings, k, seed)
         acc = np.zeros((k, scores.shape[1]))
         cost = np.zeros((k, scores.shape[1]))
@@ -60,25 +62,41 @@ def picked(scores: Floats, costs: Floats, chosen: npt.NDArray[np.intp]) -> tuple
     return float(scores[rows, chosen].mean()), float(costs[rows, chosen].mean())
 
 
-def evaluate(policy: Policy, models: list[str], test_x: Matrix, test_s: Floats, test_c: Floats,
-             baseline: AvengersBaseline, ood_x: Matrix | None = None, ood_s: Floats | None = None,
-             ood_c: Floats | None = None) -> dict[str, Any]:
+def evaluate(
+    policy: Policy,
+    models: list[str],
+    test_x: Matrix,
+    test_s: Floats,
+    test_c: Floats,
+    baseline: AvengersBaseline,
+    ood_x: Matrix | None = None,
+    ood_s: Floats | None = None,
+    ood_c: Floats | None = None,
+) -> dict[str, Any]:
     est = policy.estimate(test_x)
     n = len(test_s)
     triage = []
     for knob in KNOBS:
         chosen, reasons = policy.choose(est, np.full(n, knob))
         acc, cost = picked(test_s, test_c, chosen)
-        triage.append({"knob": knob, "accuracy": acc, "cost": cost,
-                       "ood_fallback_rate": float(np.mean([r == "ood_fallback" for r in reasons])),
-                       "cliff_rate": float(np.mean([r == "cliff" for r in reasons])),
-                       "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)}})
+        triage.append(
+            {
+                "knob": knob,
+                "accuracy": acc,
+                "cost": cost,
+                "ood_fallback_rate": float(np.mean([r == "ood_fallback" for r in reasons])),
+                "cliff_rate": float(np.mean([r == "cliff" for r in reasons])),
+                "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)},
+            }
+        )
     avengers = []
     for alpha in ALPHAS:
         acc, cost = picked(test_s, test_c, baseline.choose(test_x, alpha))
         avengers.append({"alpha": alpha, "accuracy": acc, "cost": cost})
-    single = {m: {"accuracy": float(test_s[:, j].mean()), "cost": float(test_c[:, j].mean())}
-              for j, m in enumerate(models)}
+    single = {
+        m: {"accuracy": float(test_s[:, j].mean()), "cost": float(test_c[:, j].mean())}
+        for j, m in enumerate(models)
+    }
     o_acc, o_cost = oracle(test_s, test_c)
     r_acc, r_cost = random_router(test_s, test_c)
     single_costs = [v["cost"] for v in single.values()]
@@ -89,19 +107,26 @@ def evaluate(policy: Policy, models: list[str], test_x: Matrix, test_s: Floats, 
     matching = [p for p in triage if p["accuracy"] >= single[best_single]["accuracy"] - 1e-12]
     cheapest_match = min(matching, key=lambda p: (p["cost"], p["knob"])) if matching else None
     result: dict[str, Any] = {
-        "n": n, "has_cost": has_cost, "triage": triage, "avengers": avengers, "single": single,
-        "oracle": {"accuracy": o_acc, "cost": o_cost}, "random": {"accuracy": r_acc, "cost": r_cost},
+        "n": n,
+        "has_cost": has_cost,
+        "triage": triage,
+        "avengers": avengers,
+        "single": single,
+        "oracle": {"accuracy": o_acc, "cost": o_cost},
+        "random": {"accuracy": r_acc, "cost": r_cost},
         "best_single": best_single,
         "best": {"knob": best_point["knob"], "accuracy": best_point["accuracy"], "cost": best_point["cost"]},
-        "cheapest_knob_matching_best_single": cheapest_match and {k: cheapest_match[k] for k in
-                                                                  ("knob", "accuracy", "cost")},
+        "cheapest_knob_matching_best_single": cheapest_match
+        and {k: cheapest_match[k] for k in ("knob", "accuracy", "cost")},
         "knob1_minus_best_single": triage[-1]["accuracy"] - single[best_single]["accuracy"],
         "triage_frontier": frontier([(p["cost"], p["accuracy"]) for p in triage]),
     }
     if has_cost:
-        result["aiq"] = {"triage": aiq([(p["cost"], p["accuracy"]) for p in triage], cmin, cmax),
-                         "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers], cmin, cmax),
-                         "cost_range": [cmin, cmax]}
+        result["aiq"] = {
+            "triage": aiq([(p["cost"], p["accuracy"]) for p in triage], cmin, cmax),
+            "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers], cmin, cmax),
+            "cost_range": [cmin, cmax],
+        }
     result["in_domain_ood_scores"] = est.ood_score
     result["clusters"] = est.cluster
     if ood_x is not None and ood_s is not None and ood_c is not None and len(ood_x):
@@ -109,10 +134,14 @@ def evaluate(policy: Policy, models: list[str], test_x: Matrix, test_s: Floats, 
         g = models.index(policy.artifact.generalist)
         chosen, _ = policy.choose(ood_est, np.ones(len(ood_x)))
         acc, cost = picked(ood_s, ood_c, chosen)
-        result["ood"] = {"n": len(ood_x), "auroc": auroc(est.ood_score, ood_est.ood_score),
-                         "flagged_rate": float(ood_est.is_ood.mean()),
-                         "in_domain_flagged_rate": float(est.is_ood.mean()),
-                         "routed_accuracy_knob1": acc, "generalist_accuracy": float(ood_s[:, g].mean()),
-                         "best_single_accuracy": float(ood_s.mean(axis=0).max())}
+        result["ood"] = {
+            "n": len(ood_x),
+            "auroc": auroc(est.ood_score, ood_est.ood_score),
+            "flagged_rate": float(ood_est.is_ood.mean()),
+            "in_domain_flagged_rate": float(est.is_ood.mean()),
+            "routed_accuracy_knob1": acc,
+            "generalist_accuracy": float(ood_s[:, g].mean()),
+            "best_single_accuracy": float(ood_s.mean(axis=0).max()),
+        }
         result["ood_scores"] = ood_est.ood_score
     return result

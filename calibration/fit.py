@@ -35,7 +35,9 @@ class FitConfig:
     prior_strength: float = 10.0  # pseudo-queries of the model's global accuracy in every cluster
     cliff_confidence: float = 0.9  # P(specialist < generalist) needed to mark a cliff
     ood_k: int = 10
-    ood_quantile: float = 0.95  # in-domain held-out queries above this quantile are flagged (5 % false alarms)
+    ood_quantile: float = (
+        0.95  # in-domain held-out queries above this quantile are flagged (5 % false alarms)
+    )
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
     knn_k: int = 20
@@ -83,8 +85,15 @@ def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[n
     return centroids, np.asarray(km.labels_, dtype=np.intp)
 
 
-def beta_table(labels: npt.NDArray[np.intp], k: int, scores: Floats, costs: Floats, generalist: int,
-               prior_strength: float, cliff_confidence: float) -> Table:
+def beta_table(
+    labels: npt.NDArray[np.intp],
+    k: int,
+    scores: Floats,
+    costs: Floats,
+    generalist: int,
+    prior_strength: float,
+    cliff_confidence: float,
+) -> Table:
     """Per cluster and model: raw accuracy, Beta posterior shrunk toward the model's global accuracy, cliffs.
 
     Prior Beta(s * p_global, s * (1 - p_global)) with s = ``prior_strength``; fractional scores count as
@@ -111,14 +120,34 @@ def beta_table(labels: npt.NDArray[np.intp], k: int, scores: Floats, costs: Floa
     p_below = norm.cdf(gap / np.sqrt(var + var[:, [generalist]]))
     cliff = p_below > cliff_confidence
     cliff[:, generalist] = False
-    return Table(counts=counts, accuracy=accuracy, estimate=estimate, lower=np.clip(estimate - z * sd, 0, 1),
-                 upper=np.clip(estimate + z * sd, 0, 1), mean_cost=mean_cost, cliff=cliff)
+    return Table(
+        counts=counts,
+        accuracy=accuracy,
+        estimate=estimate,
+        lower=np.clip(estimate - z * sd, 0, 1),
+        upper=np.clip(estimate + z * sd, 0, 1),
+        mean_cost=mean_cost,
+        cliff=cliff,
+    )
 
 
-def in_memory_artifact(models: list[str], generalist: str, reference_model: str, dim: int, centroids: Matrix,
-                       table: Table, reference: Matrix, reference_scores: Matrix, *, soft_top: int,
-                       temperature: float, knn_weight: float, knn_k: int, ood_k: int,
-                       ood_threshold: float) -> Artifact:
+def in_memory_artifact(
+    models: list[str],
+    generalist: str,
+    reference_model: str,
+    dim: int,
+    centroids: Matrix,
+    table: Table,
+    reference: Matrix,
+    reference_scores: Matrix,
+    *,
+    soft_top: int,
+    temperature: float,
+    knn_weight: float,
+    knn_k: int,
+    ood_k: int,
+    ood_threshold: float,
+) -> Artifact:
     """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
     art = Artifact()
     art.models, art.generalist, art.reference_model = list(models), generalist, reference_model
@@ -128,13 +157,18 @@ def in_memory_artifact(models: list[str], generalist: str, reference_model: str,
     art.mean_cost, art.cliff = table.mean_cost, table.cliff
     art.reference, art.reference_scores = reference, reference_scores
     art.soft_top, art.temperature, art.knn_weight = min(soft_top, len(centroids)), temperature, knn_weight
-    art.knn_k, art.ood_k, art.ood_threshold = min(knn_k, len(reference)), min(ood_k, len(reference)), ood_threshold
+    art.knn_k, art.ood_k, art.ood_threshold = (
+        min(knn_k, len(reference)),
+        min(ood_k, len(reference)),
+        ood_threshold,
+    )
     return art
 
 
-def sweep(policy: Policy, embeddings: Matrix, scores: Floats, costs: Floats,
-          knobs: npt.NDArray[np.float64] = KNOBS) -> list[tuple[float, float, float]]:
-    """(knob, mean accuracy, mean cost) on rows whose outcomes are known: what the router would have scored."""
+def sweep(
+    policy: Policy, embeddings: Matrix, scores: Floats, costs: Floats, knobs: npt.NDArray[np.float64] = KNOBS
+) -> list[tuple[float, float, float]]:
+    """(knob, mean accuracy, mean cost) on rows with known outcomes: what the router would score."""
     est = policy.estimate(embeddings)
     rows = np.arange(len(scores))
     out = []
@@ -152,8 +186,17 @@ def quality(points: list[tuple[float, float, float]], scores: Floats, costs: Flo
     return max(a for k, a, _ in points if k == 1.0)
 
 
-def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, models: list[str], generalist: str,
-        config: FitConfig, k_fixed: int | None = None, progress: bool = True) -> FitResult:
+def fit(
+    ids: list[str],
+    embeddings: Matrix,
+    scores: Floats,
+    costs: Floats,
+    models: list[str],
+    generalist: str,
+    config: FitConfig,
+    k_fixed: int | None = None,
+    progress: bool = True,
+) -> FitResult:
     g = models.index(generalist)
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
     if len(ids) < 2:
@@ -173,18 +216,40 @@ def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, model
     for k, (soft_top, temperature), knn_weight in tqdm(combos, desc="model selection", disable=not progress):
         if k not in tables:
             centroids, labels = kmeans(fit_x, k, config.seed)
-            tables[k] = (centroids, beta_table(labels, k, fit_s, fit_c, g, config.prior_strength,
-                                               config.cliff_confidence))
+            tables[k] = (
+                centroids,
+                beta_table(labels, k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence),
+            )
         centroids, table = tables[k]
-        art = in_memory_artifact(models, generalist, reference_model, embeddings.shape[1], centroids, table,
-                                 fit_ref, fit_s.astype(np.float32), soft_top=soft_top, temperature=temperature,
-                                 knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
-                                 ood_threshold=np.inf)
+        art = in_memory_artifact(
+            models,
+            generalist,
+            reference_model,
+            embeddings.shape[1],
+            centroids,
+            table,
+            fit_ref,
+            fit_s.astype(np.float32),
+            soft_top=soft_top,
+            temperature=temperature,
+            knn_weight=knn_weight,
+            knn_k=config.knn_k,
+            ood_k=config.ood_k,
+            ood_threshold=np.inf,
+        )
         points = sweep(Policy(art), val_x, val_s, val_c)
         score = quality(points, val_s, val_c)
-        selection.append({"k": k, "soft_top": soft_top, "temperature": temperature, "knn_weight": knn_weight,
-                          "validation_quality": score, "validation_accuracy_knob1": points[-1][1]})
-        # Ties keep the earlier (smaller k, harder assignment, no kNN): simpler wins when it measures the same.
+        selection.append(
+            {
+                "k": k,
+                "soft_top": soft_top,
+                "temperature": temperature,
+                "knn_weight": knn_weight,
+                "validation_quality": score,
+                "validation_accuracy_knob1": points[-1][1],
+            }
+        )
+        # Ties keep the earlier (smaller k, hard assignment, no kNN): simpler wins when it measures the same.
         if best is None or score > best[0] + 1e-9:
             best = (score, k, soft_top, temperature, knn_weight)
     assert best is not None
@@ -200,17 +265,32 @@ def fit(ids: list[str], embeddings: Matrix, scores: Floats, costs: Floats, model
     table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
     keep = np.arange(len(embeddings))
     if len(keep) > config.max_reference:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False))
-    return FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=min(soft_top, k),
-                     temperature=temperature, knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
-                     ood_threshold=threshold, ood_quantiles=quantiles,
-                     reference=embeddings[keep].astype(np.float32),
-                     reference_scores=scores[keep].astype(np.float32), global_accuracy=scores.mean(axis=0),
-                     selection=selection, validation_ood_scores=val_ood)
+        keep = np.sort(
+            np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False)
+        )
+    return FitResult(
+        k=k,
+        centroids=centroids,
+        labels=labels,
+        table=table,
+        soft_top=min(soft_top, k),
+        temperature=temperature,
+        knn_weight=knn_weight,
+        knn_k=config.knn_k,
+        ood_k=config.ood_k,
+        ood_threshold=threshold,
+        ood_quantiles=quantiles,
+        reference=embeddings[keep].astype(np.float32),
+        reference_scores=scores[keep].astype(np.float32),
+        global_accuracy=scores.mean(axis=0),
+        selection=selection,
+        validation_ood_scores=val_ood,
+    )
 
 
-def small_fit(embeddings: Matrix, scores: Floats, costs: Floats, g: int, config: FitConfig,
-              k_fixed: int | None) -> FitResult:
+def small_fit(
+    embeddings: Matrix, scores: Floats, costs: Floats, g: int, config: FitConfig, k_fixed: int | None
+) -> FitResult:
     """Too few rows for a validation slice (e.g. a short live run): fixed simple settings, and the OOD
     threshold from leave-one-out distances (each row scored against the others, never itself)."""
     n = len(embeddings)
@@ -220,12 +300,31 @@ def small_fit(embeddings: Matrix, scores: Floats, costs: Floats, g: int, config:
     ood_k = min(config.ood_k, n - 1)
     loo, _, _ = knn(embeddings, embeddings, ood_k, exclude_self=True)
     quantiles = {f"{q:.2f}": float(np.quantile(loo, q)) for q in (0.9, 0.95, 0.99)}
-    return FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=1, temperature=1.0,
-                     knn_weight=0.0, knn_k=min(config.knn_k, n), ood_k=ood_k,
-                     ood_threshold=float(np.quantile(loo, config.ood_quantile)), ood_quantiles=quantiles,
-                     reference=embeddings.astype(np.float32), reference_scores=scores.astype(np.float32),
-                     global_accuracy=scores.mean(axis=0),
-                     selection=[{"k": k, "soft_top": 1, "temperature": 1.0, "knn_weight": 0.0,
-                                 "validation_quality": float("nan"), "validation_accuracy_knob1": float("nan"),
-                                 "note": "too few rows for a validation slice: fixed settings"}],
-                     validation_ood_scores=loo)
+    return FitResult(
+        k=k,
+        centroids=centroids,
+        labels=labels,
+        table=table,
+        soft_top=1,
+        temperature=1.0,
+        knn_weight=0.0,
+        knn_k=min(config.knn_k, n),
+        ood_k=ood_k,
+        ood_threshold=float(np.quantile(loo, config.ood_quantile)),
+        ood_quantiles=quantiles,
+        reference=embeddings.astype(np.float32),
+        reference_scores=scores.astype(np.float32),
+        global_accuracy=scores.mean(axis=0),
+        selection=[
+            {
+                "k": k,
+                "soft_top": 1,
+                "temperature": 1.0,
+                "knn_weight": 0.0,
+                "validation_quality": float("nan"),
+                "validation_accuracy_knob1": float("nan"),
+                "note": "too few rows for a validation slice: fixed settings",
+            }
+        ],
+        validation_ood_scores=loo,
+    )

@@ -2,7 +2,8 @@
 
 Supported: ``em_mc`` (multiple choice: the letter the answer commits to), ``GSM8K`` (last number vs the number
 after ``####``), ``MATH`` (``\\boxed{}`` or last number vs the gold's last ``\\boxed{}``, numbers compared as
-numbers), ``f1_score`` (SQuAD token F1, fractional) and ``exact_match``. Not supported, skipped with a message:
+numbers), ``f1_score`` (SQuAD token F1, fractional) and ``exact_match``.
+Not supported, skipped with a message:
 ``code_eval`` (needs a sandbox to run the model's code against the tests) and ``commongen_coverage``
 (needs a lemmatiser to count covered concepts). Any other metric is an error.
 """
@@ -17,14 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 SUPPORTED = ("em_mc", "GSM8K", "MATH", "f1_score", "exact_match")
-UNSUPPORTED = {"code_eval": "needs a sandbox to execute generated code against the tests",
-               "commongen_coverage": "needs a lemmatiser to count covered concepts"}
+UNSUPPORTED = {
+    "code_eval": "needs a sandbox to execute generated code against the tests",
+    "commongen_coverage": "needs a lemmatiser to count covered concepts",
+}
 LETTERS = "ABCDEFGHIJ"
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
 def parse_choices(choices: Any) -> list[str]:
-    """Gold ``choices``: a list, or {'text': [...], 'label(s)': [...]}, possibly as a Python-literal string."""
+    """Gold ``choices``: a list, or {'text': [...], 'label(s)': [...]}, maybe a Python-literal string."""
     if isinstance(choices, str):
         try:
             choices = ast.literal_eval(choices)
@@ -38,7 +41,7 @@ def parse_choices(choices: Any) -> list[str]:
 def prompt_for(query: str, metric: str, choices: Any) -> str:
     if metric == "em_mc":
         options = parse_choices(choices)
-        listed = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options[:len(LETTERS)]))
+        listed = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options[: len(LETTERS)]))
         body = f"{query}\n\n{listed}" if listed else query
         return f"{body}\n\nAnswer with the letter of the correct option, e.g. 'Answer: A'."
     if metric in ("GSM8K", "MATH"):
@@ -47,11 +50,16 @@ def prompt_for(query: str, metric: str, choices: Any) -> str:
 
 
 def _letter(answer: str, n_options: int) -> str | None:
-    valid = LETTERS[:max(n_options, 4)]
-    for pattern in (rf"answer\s*(?:is|:)?\s*\(?([{valid}])\b", rf"^\s*\(?([{valid}])[).:\s]", rf"\(([{valid}])\)",
-                    rf"\b([{valid}])\b"):
-        match = re.search(pattern, answer, flags=re.IGNORECASE | re.MULTILINE if "answer" in pattern
-                          else re.MULTILINE)
+    valid = LETTERS[: max(n_options, 4)]
+    for pattern in (
+        rf"answer\s*(?:is|:)?\s*\(?([{valid}])\b",
+        rf"^\s*\(?([{valid}])[).:\s]",
+        rf"\(([{valid}])\)",
+        rf"\b([{valid}])\b",
+    ):
+        match = re.search(
+            pattern, answer, flags=re.IGNORECASE | re.MULTILINE if "answer" in pattern else re.MULTILINE
+        )
         if match:
             return match.group(1).upper()
     return None

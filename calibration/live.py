@@ -42,7 +42,7 @@ class Question:
 
 
 def read_gold(path: Path, limit: int | None) -> list[Question]:
-    """Gradable questions (first ``limit``); unsupported metrics are skipped with a message, unknown ones fail."""
+    """Gradable questions (first ``limit``); unsupported metrics skipped with a message, unknown ones fail."""
     questions: list[Question] = []
     skipped: dict[str, int] = {}
     try:
@@ -67,13 +67,18 @@ def read_gold(path: Path, limit: int | None) -> list[Question]:
             skipped[metric] = skipped.get(metric, 0) + 1
             continue
         if metric not in SUPPORTED:
-            raise DataError(f"{where}: field 'metric': unknown metric {metric!r} (supported: "
-                            f"{', '.join(SUPPORTED)}; skipped: {', '.join(UNSUPPORTED)})")
+            raise DataError(
+                f"{where}: field 'metric': unknown metric {metric!r} (supported: "
+                f"{', '.join(SUPPORTED)}; skipped: {', '.join(UNSUPPORTED)})"
+            )
         qid = hashlib.sha256(f"{row['task_name']}\n{row['query']}".encode()).hexdigest()[:16]
-        questions.append(Question(qid, row["task_name"], row["query"], row["ground_truth"], metric,
-                                  row.get("choices")))
+        questions.append(
+            Question(qid, row["task_name"], row["query"], row["ground_truth"], metric, row.get("choices"))
+        )
     for metric, count in skipped.items():
-        print(f"live: skipping {count} questions with metric {metric!r}: {UNSUPPORTED[metric]}", file=sys.stderr)
+        print(
+            f"live: skipping {count} questions with metric {metric!r}: {UNSUPPORTED[metric]}", file=sys.stderr
+        )
     unique = list({q.qid: q for q in questions}.values())
     return unique[:limit] if limit else unique
 
@@ -98,28 +103,44 @@ class AnswerCache:
             fh.write(json.dumps(entry) + "\n")
 
 
-async def ask(client: httpx.AsyncClient, backend: BackendSettings, question: Question, max_tokens: int
-              ) -> dict[str, Any]:
+async def ask(
+    client: httpx.AsyncClient, backend: BackendSettings, question: Question, max_tokens: int
+) -> dict[str, Any]:
     headers = {}
     if backend.api_key is not None:
         headers["Authorization"] = f"Bearer {backend.api_key.get_secret_value()}"
-    body = {"model": backend.model, "temperature": 0, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": prompt_for(question.query, question.metric,
-                                                                  question.choices)}]}
+    body = {
+        "model": backend.model,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "messages": [
+            {"role": "user", "content": prompt_for(question.query, question.metric, question.choices)}
+        ],
+    }
     last_error = ""
     for attempt in range(RETRIES):
         started = time.monotonic()
         try:
-            response = await client.post(f"{backend.base_url}/chat/completions", json=body, headers=headers,
-                                         timeout=backend.timeouts.total)
+            response = await client.post(
+                f"{backend.base_url}/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=backend.timeouts.total,
+            )
             if response.status_code == 200:
                 data = response.json()
                 usage = data.get("usage") or {}
                 text = data["choices"][0]["message"].get("content") or ""
                 p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-                return {"backend": backend.name, "qid": question.qid, "answer": text, "prompt_tokens": p_tok,
-                        "completion_tokens": c_tok, "latency_s": time.monotonic() - started,
-                        "cost": backend.price_per_mtok.cost(p_tok, c_tok)}
+                return {
+                    "backend": backend.name,
+                    "qid": question.qid,
+                    "answer": text,
+                    "prompt_tokens": p_tok,
+                    "completion_tokens": c_tok,
+                    "latency_s": time.monotonic() - started,
+                    "cost": backend.price_per_mtok.cost(p_tok, c_tok),
+                }
             last_error = f"HTTP {response.status_code}"
             if response.status_code < 500 and response.status_code != 429:
                 break  # a client error will not change on retry
@@ -129,8 +150,15 @@ async def ask(client: httpx.AsyncClient, backend: BackendSettings, question: Que
     raise RuntimeError(f"backend {backend.name!r} failed on question {question.qid}: {last_error}")
 
 
-async def collect(backends: list[BackendSettings], questions: list[Question], cache: AnswerCache,
-                  concurrency: int, max_tokens: int, client: httpx.AsyncClient, progress: bool = True) -> None:
+async def collect(
+    backends: list[BackendSettings],
+    questions: list[Question],
+    cache: AnswerCache,
+    concurrency: int,
+    max_tokens: int,
+    client: httpx.AsyncClient,
+    progress: bool = True,
+) -> None:
     todo = [(b, q) for b in backends for q in questions if (b.name, q.qid) not in cache.done]
     limiter = asyncio.Semaphore(max(1, concurrency))
     bar = tqdm(total=len(todo), desc="live answers", disable=not progress)
@@ -147,18 +175,27 @@ async def collect(backends: list[BackendSettings], questions: list[Question], ca
         bar.close()
 
 
-def score_rows(backends: list[BackendSettings], questions: list[Question], cache: AnswerCache
-               ) -> list[dict[str, Any]]:
+def score_rows(
+    backends: list[BackendSettings], questions: list[Question], cache: AnswerCache
+) -> list[dict[str, Any]]:
     rows = []
     for q in questions:
         entries = {b.name: cache.done[(b.name, q.qid)] for b in backends}
-        rows.append({
-            "id": q.qid, "query": q.query, "domain": q.task, "task": q.task, "metric": q.metric,
-            "scores": {n: grade(q.metric, e["answer"], q.gold, q.choices) for n, e in entries.items()},
-            "cost": {n: e["cost"] for n, e in entries.items()},
-            "tokens": {n: {"in": e["prompt_tokens"], "out": e["completion_tokens"]} for n, e in entries.items()},
-            "latency": {n: e["latency_s"] for n, e in entries.items()},
-        })
+        rows.append(
+            {
+                "id": q.qid,
+                "query": q.query,
+                "domain": q.task,
+                "task": q.task,
+                "metric": q.metric,
+                "scores": {n: grade(q.metric, e["answer"], q.gold, q.choices) for n, e in entries.items()},
+                "cost": {n: e["cost"] for n, e in entries.items()},
+                "tokens": {
+                    n: {"in": e["prompt_tokens"], "out": e["completion_tokens"]} for n, e in entries.items()
+                },
+                "latency": {n: e["latency_s"] for n, e in entries.items()},
+            }
+        )
     return rows
 
 
@@ -177,12 +214,26 @@ def run_live(args: argparse.Namespace, client: httpx.AsyncClient | None = None) 
 
     async def go() -> None:
         if client is not None:
-            await collect(settings.backends, questions, cache, args.concurrency, args.max_tokens, client,
-                          not args.no_progress)
+            await collect(
+                settings.backends,
+                questions,
+                cache,
+                args.concurrency,
+                args.max_tokens,
+                client,
+                not args.no_progress,
+            )
             return
         async with httpx.AsyncClient() as own:
-            await collect(settings.backends, questions, cache, args.concurrency, args.max_tokens, own,
-                          not args.no_progress)
+            await collect(
+                settings.backends,
+                questions,
+                cache,
+                args.concurrency,
+                args.max_tokens,
+                own,
+                not args.no_progress,
+            )
 
     asyncio.run(go())
     scores = out.parent / f"{out.name}.scores.jsonl"

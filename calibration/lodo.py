@@ -27,10 +27,22 @@ from router.policy import Policy
 
 def policy_from(result: FitResult, models: list[str], generalist: str) -> Policy:
     reference_model = models[int(np.argmax(result.global_accuracy))]
-    art = in_memory_artifact(models, generalist, reference_model, result.centroids.shape[1], result.centroids,
-                             result.table, result.reference, result.reference_scores, soft_top=result.soft_top,
-                             temperature=result.temperature, knn_weight=result.knn_weight, knn_k=result.knn_k,
-                             ood_k=result.ood_k, ood_threshold=result.ood_threshold)
+    art = in_memory_artifact(
+        models,
+        generalist,
+        reference_model,
+        result.centroids.shape[1],
+        result.centroids,
+        result.table,
+        result.reference,
+        result.reference_scores,
+        soft_top=result.soft_top,
+        temperature=result.temperature,
+        knn_weight=result.knn_weight,
+        knn_k=result.knn_k,
+        ood_k=result.ood_k,
+        ood_threshold=result.ood_threshold,
+    )
     return Policy(art)
 
 
@@ -39,16 +51,28 @@ def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarr
     chosen, _ = policy.choose(est, np.ones(len(x)))
     g = policy.generalist_index
     rows = np.arange(len(x))
-    out = {"n": len(x), "routed_accuracy": float(s[rows, chosen].mean()), "generalist_accuracy": float(s[:, g].mean()),
-           "best_single_accuracy": float(s.mean(axis=0).max()), "flagged_ood": float(est.is_ood.mean())}
+    out = {
+        "n": len(x),
+        "routed_accuracy": float(s[rows, chosen].mean()),
+        "generalist_accuracy": float(s[:, g].mean()),
+        "best_single_accuracy": float(s.mean(axis=0).max()),
+        "flagged_ood": float(est.is_ood.mean()),
+    }
     out["delta_vs_generalist"] = out["routed_accuracy"] - out["generalist_accuracy"]
     if ref_ood is not None:
         out["auroc"] = auroc(ref_ood, est.ood_score)
     return out
 
 
-def run(data: ScoreMatrix, generalist: str, encoder: Encoder, cache_dir: Path | None, split: str = "train",
-        min_test: int = 300, progress: bool = True) -> dict[str, Any]:
+def run(
+    data: ScoreMatrix,
+    generalist: str,
+    encoder: Encoder,
+    cache_dir: Path | None,
+    split: str = "train",
+    min_test: int = 300,
+    progress: bool = True,
+) -> dict[str, Any]:
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     is_train = data.mask_split(split)
@@ -60,50 +84,91 @@ def run(data: ScoreMatrix, generalist: str, encoder: Encoder, cache_dir: Path | 
         test_mask = ~is_train & (domains == domain)
         if not test_mask.any():
             continue
-        result = fit([data.ids[i] for i in np.flatnonzero(fit_mask)], x_all[fit_mask], data.scores[fit_mask],
-                     data.costs[fit_mask], data.models, generalist, FitConfig(), progress=False)
+        result = fit(
+            [data.ids[i] for i in np.flatnonzero(fit_mask)],
+            x_all[fit_mask],
+            data.scores[fit_mask],
+            data.costs[fit_mask],
+            data.models,
+            generalist,
+            FitConfig(),
+            progress=False,
+        )
         policy = policy_from(result, data.models, generalist)
         # In-domain reference for AUROC: the other domains' non-train rows (a sample keeps it quick).
         others = np.flatnonzero(~is_train & (domains != domain) & np.isin(domains, trained))[:3000]
         ref_ood = policy.estimate(x_all[others]).ood_score if len(others) else None
-        results[domain] = {**route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood),
-                           "k": result.k, "counts_toward_target": int(test_mask.sum()) >= min_test}
+        results[domain] = {
+            **route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood),
+            "k": result.k,
+            "counts_toward_target": int(test_mask.sum()) >= min_test,
+        }
     unseen = sorted(set(domains[~is_train]) - set(trained))
     if unseen:
-        full = fit([data.ids[i] for i in np.flatnonzero(is_train)], x_all[is_train], data.scores[is_train],
-                   data.costs[is_train], data.models, generalist, FitConfig(), progress=False)
+        full = fit(
+            [data.ids[i] for i in np.flatnonzero(is_train)],
+            x_all[is_train],
+            data.scores[is_train],
+            data.costs[is_train],
+            data.models,
+            generalist,
+            FitConfig(),
+            progress=False,
+        )
         policy = policy_from(full, data.models, generalist)
         in_dom = np.flatnonzero(~is_train & np.isin(domains, trained))[:3000]
         ref_ood = policy.estimate(x_all[in_dom]).ood_score
         for domain in unseen:
             mask = domains == domain
-            results[domain] = {**route_domain(policy, x_all[mask], data.scores[mask], ref_ood), "k": full.k,
-                               "counts_toward_target": int(mask.sum()) >= min_test, "never_in_train": True}
+            results[domain] = {
+                **route_domain(policy, x_all[mask], data.scores[mask], ref_ood),
+                "k": full.k,
+                "counts_toward_target": int(mask.sum()) >= min_test,
+                "never_in_train": True,
+            }
     held = [r for r in results.values() if not r.get("never_in_train")]
     summary = {
-        "mean_delta_vs_generalist": float(np.mean([r["delta_vs_generalist"] for r in held])) if held else None,
-        "worst_delta_counted": min((r["delta_vs_generalist"] for r in held if r["counts_toward_target"]),
-                                   default=None),
+        "mean_delta_vs_generalist": float(np.mean([r["delta_vs_generalist"] for r in held]))
+        if held
+        else None,
+        "worst_delta_counted": min(
+            (r["delta_vs_generalist"] for r in held if r["counts_toward_target"]), default=None
+        ),
         "min_test": min_test,
     }
     return {"generalist": generalist, "source": data.source_name, "domains": results, "summary": summary}
 
 
 def markdown(report: dict[str, Any], command: str) -> str:
-    lines = ["# Leave-one-domain-out", "", f"Command: `{command}`", "",
-             f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.", "",
-             "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Leave-one-domain-out",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.",
+        "",
+        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for domain, r in report["domains"].items():
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
-        lines.append(f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
-                     f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
-                     f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} |")
+        lines.append(
+            f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
+            f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
+            f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} |"
+        )
     s = report["summary"]
     if s["mean_delta_vs_generalist"] is not None:
-        lines += ["", f"Mean delta over held-out domains: {100 * s['mean_delta_vs_generalist']:+.2f} pts; worst on a "
-                  f"domain with >= {s['min_test']} test rows: "
-                  + (f"{100 * s['worst_delta_counted']:+.2f} pts" if s["worst_delta_counted"] is not None else "n/a")]
+        lines += [
+            "",
+            f"Mean delta over held-out domains: {100 * s['mean_delta_vs_generalist']:+.2f} pts; worst on a "
+            f"domain with >= {s['min_test']} test rows: "
+            + (
+                f"{100 * s['worst_delta_counted']:+.2f} pts"
+                if s["worst_delta_counted"] is not None
+                else "n/a"
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -134,11 +199,20 @@ def main(argv: list[str], encoder: Encoder | None = None) -> int:
     if generalist not in data.models:
         print(f"triage eval: error: --generalist {generalist!r} is not one of the models", file=sys.stderr)
         return 2
-    report = run(data, generalist, encoder or make_encoder(args.threads), args.cache_dir, args.split, args.min_test,
-                 not args.no_progress)
+    report = run(
+        data,
+        generalist,
+        encoder or make_encoder(args.threads),
+        args.cache_dir,
+        args.split,
+        args.min_test,
+        not args.no_progress,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lodo.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "lodo.md").write_text(markdown(report, "triage eval --leave-one-domain-out " + " ".join(argv)))
+    (args.out / "lodo.md").write_text(
+        markdown(report, "triage eval --leave-one-domain-out " + " ".join(argv))
+    )
     print(markdown(report, "")[-400:])
     return 0
 

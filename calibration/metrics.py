@@ -41,7 +41,9 @@ def hull_value(hull: list[tuple[float, float]], cost: float) -> float:
     return float(np.interp(cost, xs, ys))
 
 
-def aiq(points: Sequence[tuple[float, float]], cost_min: float, cost_max: float, samples: int = 2001) -> float:
+def aiq(
+    points: Sequence[tuple[float, float]], cost_min: float, cost_max: float, samples: int = 2001
+) -> float:
     """Area under the hull over [cost_min, cost_max] divided by the range (RouterBench's AIQ).
 
     Left of the router's cheapest point the hull is extended flat (``np.interp`` clamps), which only
@@ -68,7 +70,7 @@ def auroc(negatives: Floats, positives: Floats) -> float:
     _, first, counts = np.unique(sorted_v, return_index=True, return_counts=True)
     avg = first + (counts - 1) / 2 + 1
     ranks[order] = np.repeat(avg, counts)
-    u = ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2
+    u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(neg) * len(pos)))
 
 

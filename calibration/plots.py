@@ -22,8 +22,14 @@ def short(model: str) -> str:
     return model.split("/")[-1][:28]
 
 
-def heatmap(path: Path, values: npt.NDArray[np.float64], models: list[str], title: str,
-            cliff: npt.NDArray[np.bool_] | None = None, counts: npt.NDArray[np.float64] | None = None) -> None:
+def heatmap(
+    path: Path,
+    values: npt.NDArray[np.float64],
+    models: list[str],
+    title: str,
+    cliff: npt.NDArray[np.bool_] | None = None,
+    counts: npt.NDArray[np.float64] | None = None,
+) -> None:
     """Accuracy per cluster (rows) and model (columns); 'x' marks a cliff."""
     plt = _plt()
     k = values.shape[0]
@@ -49,19 +55,43 @@ def frontier_plot(path: Path, result: dict[str, Any], title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     tri = result["triage"]
-    ax.plot([p["cost"] for p in tri], [p["accuracy"] for p in tri], "o-", color="C0", label="Triage (knob 0..1)")
+    ax.plot(
+        [p["cost"] for p in tri], [p["accuracy"] for p in tri], "o-", color="C0", label="Triage (knob 0..1)"
+    )
     for p in (tri[0], tri[-1]):
-        ax.annotate(f"knob {p['knob']:g}", (p["cost"], p["accuracy"]), fontsize=7, xytext=(4, -10),
-                    textcoords="offset points")
+        ax.annotate(
+            f"knob {p['knob']:g}",
+            (p["cost"], p["accuracy"]),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
     av = result["avengers"]
-    ax.plot([p["cost"] for p in av], [p["accuracy"] for p in av], "s--", color="C1", ms=4,
-            label="Avengers-Pro-style clusters (alpha 0..1)")
+    ax.plot(
+        [p["cost"] for p in av],
+        [p["accuracy"] for p in av],
+        "s--",
+        color="C1",
+        ms=4,
+        label="Avengers-Pro-style clusters (alpha 0..1)",
+    )
     for i, (m, v) in enumerate(result["single"].items()):
         ax.scatter(v["cost"], v["accuracy"], marker="^", color=f"C{(i + 3) % 10}", s=45, label=short(m))
-    ax.scatter(result["oracle"]["cost"], result["oracle"]["accuracy"], marker="*", s=140, color="gold",
-               edgecolor="k", label="oracle")
-    ax.scatter(result["random"]["cost"], result["random"]["accuracy"], marker="x", s=60, color="k", label="random")
-    ax.set_xlabel("mean cost per query (USD)" if result["has_cost"] else "mean cost (all models priced equal)")
+    ax.scatter(
+        result["oracle"]["cost"],
+        result["oracle"]["accuracy"],
+        marker="*",
+        s=140,
+        color="gold",
+        edgecolor="k",
+        label="oracle",
+    )
+    ax.scatter(
+        result["random"]["cost"], result["random"]["accuracy"], marker="x", s=60, color="k", label="random"
+    )
+    ax.set_xlabel(
+        "mean cost per query (USD)" if result["has_cost"] else "mean cost (all models priced equal)"
+    )
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -71,13 +101,22 @@ def frontier_plot(path: Path, result: dict[str, Any], title: str) -> None:
     plt.close(fig)
 
 
-def cliff_plot(path: Path, ood_scores: npt.NDArray[np.float64], scores: npt.NDArray[np.float64],
-               models: list[str], generalist: str, threshold: float, bins: int = 8) -> None:
+def cliff_plot(
+    path: Path,
+    ood_scores: npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float64],
+    models: list[str],
+    generalist: str,
+    threshold: float,
+    bins: int = 8,
+) -> None:
     """Each model's accuracy against the OOD score (quantile bins): where a specialist falls off its cliff."""
     plt = _plt()
     edges = np.unique(np.quantile(ood_scores, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, ood_scores, side="right") - 1, 0, len(edges) - 2)
-    centres = [(ood_scores[which == b].mean() if (which == b).any() else np.nan) for b in range(len(edges) - 1)]
+    centres = [
+        (ood_scores[which == b].mean() if (which == b).any() else np.nan) for b in range(len(edges) - 1)
+    ]
     fig, ax = plt.subplots(figsize=(8, 5))
     for j, m in enumerate(models):
         acc = [scores[which == b, j].mean() if (which == b).any() else np.nan for b in range(len(edges) - 1)]
@@ -99,8 +138,17 @@ def selection_plot(path: Path, selection: list[dict[str, Any]], metric: str) -> 
     fig, ax = plt.subplots(figsize=(7, 4))
     ks = sorted({s["k"] for s in selection})
     best = [max(s["validation_quality"] for s in selection if s["k"] == k) for k in ks]
-    hard = [max((s["validation_quality"] for s in selection if s["k"] == k and s["soft_top"] == 1
-                 and s["knn_weight"] == 0), default=np.nan) for k in ks]
+    hard = [
+        max(
+            (
+                s["validation_quality"]
+                for s in selection
+                if s["k"] == k and s["soft_top"] == 1 and s["knn_weight"] == 0
+            ),
+            default=np.nan,
+        )
+        for k in ks
+    ]
     ax.plot(ks, best, "o-", label="best soft/kNN setting")
     ax.plot(ks, hard, "s--", label="hard clusters, no kNN")
     ax.set_xlabel("k (clusters)")

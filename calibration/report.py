@@ -12,12 +12,15 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def calibration_report(fit: FitResult, models: list[str], generalist: str, info: dict[str, Any],
-                       command: str) -> str:
+def calibration_report(
+    fit: FitResult, models: list[str], generalist: str, info: dict[str, Any], command: str
+) -> str:
     t = fit.table
     lines = [
-        "# Triage calibration report", "",
-        f"Command: `{command}`", "",
+        "# Triage calibration report",
+        "",
+        f"Command: `{command}`",
+        "",
         f"- data: `{info['source']}` (sha256 `{info['sha256'][:16]}…`), {info['train_rows']} train rows; "
         f"split: {info['split_method']}",
         f"- cost: {info['cost_source']}",
@@ -25,17 +28,26 @@ def calibration_report(fit: FitResult, models: list[str], generalist: str, info:
         f"- k = {fit.k}, soft assignment over the {fit.soft_top} nearest clusters (temperature "
         f"{fit.temperature:g}), kNN blend weight {fit.knn_weight:g} (k={fit.knn_k}); chosen on a validation "
         "slice (20 % of the train rows by hash of id), objective: " + info["objective"],
-        f"- shrinkage: Beta prior of {info['prior_strength']:g} pseudo-queries at the model's global accuracy; "
+        f"- shrinkage: Beta prior of {info['prior_strength']:g} pseudo-queries at the global accuracy; "
         f"cliff when P(specialist < generalist) > {info['cliff_confidence']:g}",
-        f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries; threshold {fit.ood_threshold:.4f} "
+        f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries;"
+        f" threshold {fit.ood_threshold:.4f} "
         f"= the {info['ood_quantile']:g} quantile of held-out validation rows "
         f"(quantiles: {', '.join(f'{q}: {v:.4f}' for q, v in fit.ood_quantiles.items())})",
-        "", "## Global accuracy (train)", "", "| model | accuracy |", "|---|---|",
+        "",
+        "## Global accuracy (train)",
+        "",
+        "| model | accuracy |",
+        "|---|---|",
     ]
     lines += [f"| {m} | {pct(a)} |" for m, a in zip(models, fit.global_accuracy, strict=True)]
-    lines += ["", "## Per-cluster shrunk accuracy (%, * = cliff)", "",
-              "| cluster | n | " + " | ".join(short(m) for m in models) + " |",
-              "|---|---|" + "---|" * len(models)]
+    lines += [
+        "",
+        "## Per-cluster shrunk accuracy (%, * = cliff)",
+        "",
+        "| cluster | n | " + " | ".join(short(m) for m in models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
     for c in range(fit.k):
         cells = [pct(t.estimate[c, j]) + ("*" if t.cliff[c, j] else "") for j in range(len(models))]
         lines.append(f"| {c} | {int(t.counts[c, 0])} | " + " | ".join(cells) + " |")
@@ -44,52 +56,89 @@ def calibration_report(fit: FitResult, models: list[str], generalist: str, info:
         if m != generalist:
             cl = [int(c) for c in range(fit.k) if t.cliff[c, j]]
             lines.append(f"- `{m}`: {len(cl)} clusters {cl}")
-    lines += ["", "## Model selection (validation)", "", "| k | soft_top | temperature | knn_weight | quality |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Model selection (validation)",
+        "",
+        "| k | soft_top | temperature | knn_weight | quality |",
+        "|---|---|---|---|---|",
+    ]
     for s in sorted(fit.selection, key=lambda s: -s["validation_quality"])[:15]:
-        lines.append(f"| {s['k']} | {s['soft_top']} | {s['temperature']:g} | {s['knn_weight']:g} | "
-                     f"{s['validation_quality']:.4f} |")
+        lines.append(
+            f"| {s['k']} | {s['soft_top']} | {s['temperature']:g} | {s['knn_weight']:g} | "
+            f"{s['validation_quality']:.4f} |"
+        )
     lines += ["", "![selection](selection.png)", "", "![clusters](clusters.png)", ""]
     return "\n".join(lines)
 
 
 def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> str:
     money = (lambda c: f"{c:.6f}") if result["has_cost"] else (lambda c: "equal")
-    lines = ["# Triage evaluation report", "", f"Command: `{command}`", "",
-             f"- artifact: k={info['k']}, generalist `{info['generalist']}`, embedder {info['embedder']}",
-             f"- evaluated on {result['n']} in-domain rows not used for fitting ({info['rows']}); cost: "
-             f"{info['cost_source']}", ""]
+    lines = [
+        "# Triage evaluation report",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- artifact: k={info['k']}, generalist `{info['generalist']}`, embedder {info['embedder']}",
+        f"- evaluated on {result['n']} in-domain rows not used for fitting ({info['rows']}); cost: "
+        f"{info['cost_source']}",
+        "",
+    ]
     if result["has_cost"]:
         a = result["aiq"]
-        lines += [f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f}): "
-                  f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f}", ""]
+        lines += [
+            f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f}): "
+            f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f}",
+            "",
+        ]
     bs = result["best_single"]
-    lines += [f"**Knob 1**: {pct(result['triage'][-1]['accuracy'])} % vs best single model `{bs}` "
-              f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts)",
-              f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']} "
-              f"(cost {money(result['best']['cost'])})"]
+    lines += [
+        f"**Knob 1**: {pct(result['triage'][-1]['accuracy'])} % vs best single model `{bs}` "
+        f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts)",
+        f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']} "
+        f"(cost {money(result['best']['cost'])})",
+    ]
     cm = result["cheapest_knob_matching_best_single"]
-    lines.append(f"**Cheapest knob matching the best single model**: "
-                 + (f"knob {cm['knob']} ({pct(cm['accuracy'])} %, cost {money(cm['cost'])})" if cm else "none"))
+    lines.append(
+        "**Cheapest knob matching the best single model**: "
+        + (f"knob {cm['knob']} ({pct(cm['accuracy'])} %, cost {money(cm['cost'])})" if cm else "none")
+    )
     lines += ["", "| router | setting | accuracy % | mean cost |", "|---|---|---|---|"]
     for p in result["triage"]:
         lines.append(f"| Triage | knob {p['knob']} | {pct(p['accuracy'])} | {money(p['cost'])} |")
     for p in result["avengers"][::4]:
-        lines.append(f"| Avengers-Pro-style | alpha {p['alpha']} | {pct(p['accuracy'])} | {money(p['cost'])} |")
+        lines.append(
+            f"| Avengers-Pro-style | alpha {p['alpha']} | {pct(p['accuracy'])} | {money(p['cost'])} |"
+        )
     for m, v in result["single"].items():
         lines.append(f"| single | {m} | {pct(v['accuracy'])} | {money(v['cost'])} |")
-    lines.append(f"| oracle | best per query | {pct(result['oracle']['accuracy'])} | "
-                 f"{money(result['oracle']['cost'])} |")
-    lines.append(f"| random | uniform | {pct(result['random']['accuracy'])} | {money(result['random']['cost'])} |")
+    lines.append(
+        f"| oracle | best per query | {pct(result['oracle']['accuracy'])} | "
+        f"{money(result['oracle']['cost'])} |"
+    )
+    lines.append(
+        f"| random | uniform | {pct(result['random']['accuracy'])} | {money(result['random']['cost'])} |"
+    )
     if "ood" in result:
         o = result["ood"]
-        lines += ["", "## Out of domain", "",
-                  f"{o['n']} rows from domains held out of fitting ({info['ood_rows']}).",
-                  f"- AUROC of the OOD score (held-out domains vs in-domain test): {o['auroc']:.4f}",
-                  f"- flagged: {pct(o['flagged_rate'])} % of held-out-domain rows, "
-                  f"{pct(o['in_domain_flagged_rate'])} % of in-domain rows",
-                  f"- routed accuracy at knob 1: {pct(o['routed_accuracy_knob1'])} % vs generalist "
-                  f"{pct(o['generalist_accuracy'])} % (best single on them {pct(o['best_single_accuracy'])} %)"]
-    lines += ["", "![frontier](frontier.png)", "", "![clusters](cluster_accuracy.png)", "", "![cliff](cliff.png)",
-              ""]
+        lines += [
+            "",
+            "## Out of domain",
+            "",
+            f"{o['n']} rows from domains held out of fitting ({info['ood_rows']}).",
+            f"- AUROC of the OOD score (held-out domains vs in-domain test): {o['auroc']:.4f}",
+            f"- flagged: {pct(o['flagged_rate'])} % of held-out-domain rows, "
+            f"{pct(o['in_domain_flagged_rate'])} % of in-domain rows",
+            f"- routed accuracy at knob 1: {pct(o['routed_accuracy_knob1'])} % vs generalist "
+            f"{pct(o['generalist_accuracy'])} % (best single on them {pct(o['best_single_accuracy'])} %)",
+        ]
+    lines += [
+        "",
+        "![frontier](frontier.png)",
+        "",
+        "![clusters](cluster_accuracy.png)",
+        "",
+        "![cliff](cliff.png)",
+        "",
+    ]
     return "\n".join(lines)

@@ -29,8 +29,15 @@ import numpy.typing as npt
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 NORMALISATION = "l2"
-REQUIRED_FILES = ("manifest.json", "centroids.npy", "table.json", "cliffs.json", "ood.json", "reference.npy",
-                  "reference_scores.npy")
+REQUIRED_FILES = (
+    "manifest.json",
+    "centroids.npy",
+    "table.json",
+    "cliffs.json",
+    "ood.json",
+    "reference.npy",
+    "reference_scores.npy",
+)
 
 Matrix = npt.NDArray[np.float32]
 
@@ -54,7 +61,9 @@ def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:
     except FileNotFoundError:
         raise ArtifactError(f"artifact file {path.name} is missing") from None
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"artifact file {path.name} is not a valid .npy array ({type(exc).__name__})") from None
+        raise ArtifactError(
+            f"artifact file {path.name} is not a valid .npy array ({type(exc).__name__})"
+        ) from None
     if array.ndim != 2:
         raise ArtifactError(f"artifact file {path.name}: expected a 2-d array, got {array.ndim}-d")
     if not np.issubdtype(array.dtype, np.floating):
@@ -97,7 +106,9 @@ class Artifact:
     knn_k: int
 
     @classmethod
-    def load(cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None) -> Artifact:
+    def load(
+        cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None
+    ) -> Artifact:
         path = Path(path)
         if not path.is_dir():
             raise ArtifactError(f"artifact directory {path.name!r} not found")
@@ -109,20 +120,30 @@ class Artifact:
         self.manifest = manifest
         version = manifest.get("format_version")
         if version not in SUPPORTED_FORMAT_VERSIONS:
-            raise ArtifactError(f"manifest.json: unknown format_version {version!r} (this router reads "
-                                f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
+            raise ArtifactError(
+                f"manifest.json: unknown format_version {version!r} (this router reads "
+                f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
+            )
         emb = manifest.get("embedder")
-        if not isinstance(emb, dict) or not isinstance(emb.get("name"), str) or not isinstance(emb.get("dim"), int):
+        if (
+            not isinstance(emb, dict)
+            or not isinstance(emb.get("name"), str)
+            or not isinstance(emb.get("dim"), int)
+        ):
             raise ArtifactError("manifest.json: embedder must be {name: str, dim: int, normalisation}")
         self.embedder_name, self.embedder_dim = emb["name"], emb["dim"]
         if emb.get("normalisation") != NORMALISATION:
             raise ArtifactError(f"manifest.json: embedder.normalisation must be {NORMALISATION!r}")
         if embedder_name is not None and embedder_name != self.embedder_name:
-            raise ArtifactError(f"embedder mismatch: the artifact was calibrated with {self.embedder_name!r}, "
-                                f"the router uses {embedder_name!r}")
+            raise ArtifactError(
+                f"embedder mismatch: the artifact was calibrated with {self.embedder_name!r}, "
+                f"the router uses {embedder_name!r}"
+            )
         if embedder_dim is not None and embedder_dim != self.embedder_dim:
-            raise ArtifactError(f"embedder mismatch: the artifact has dimension {self.embedder_dim}, "
-                                f"the router's embedder has {embedder_dim}")
+            raise ArtifactError(
+                f"embedder mismatch: the artifact has dimension {self.embedder_dim}, "
+                f"the router's embedder has {embedder_dim}"
+            )
         models = manifest.get("models")
         if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
             raise ArtifactError("manifest.json: models must be a non-empty list of names")
@@ -161,15 +182,21 @@ class Artifact:
     def _load_arrays(self, path: Path) -> None:
         self.centroids = _read_npy(path / "centroids.npy")
         if self.centroids.shape != (self.k, self.embedder_dim):
-            raise ArtifactError(f"centroids.npy: shape {self.centroids.shape}, expected ({self.k}, "
-                                f"{self.embedder_dim}) from manifest k and embedder dim")
+            raise ArtifactError(
+                f"centroids.npy: shape {self.centroids.shape}, expected ({self.k}, "
+                f"{self.embedder_dim}) from manifest k and embedder dim"
+            )
         self.reference = _read_npy(path / "reference.npy")
         if self.reference.shape[1:] != (self.embedder_dim,) or self.reference.shape[0] < 1:
-            raise ArtifactError(f"reference.npy: shape {self.reference.shape}, expected (n, {self.embedder_dim})")
+            raise ArtifactError(
+                f"reference.npy: shape {self.reference.shape}, expected (n, {self.embedder_dim})"
+            )
         self.reference_scores = _read_npy(path / "reference_scores.npy")
         if self.reference_scores.shape != (self.reference.shape[0], len(self.models)):
-            raise ArtifactError(f"reference_scores.npy: shape {self.reference_scores.shape}, expected "
-                                f"({self.reference.shape[0]}, {len(self.models)})")
+            raise ArtifactError(
+                f"reference_scores.npy: shape {self.reference_scores.shape}, expected "
+                f"({self.reference.shape[0]}, {len(self.models)})"
+            )
 
     def _load_table(self, table: Any) -> None:
         clusters = table.get("clusters") if isinstance(table, dict) else None
@@ -205,8 +232,12 @@ class Artifact:
                 raise ArtifactError(f"cliffs.json: unknown model {model!r}")
             if model == self.generalist and clusters:
                 raise ArtifactError("cliffs.json: the generalist cannot have a cliff")
-            if not isinstance(clusters, list) or not all(isinstance(c, int) and 0 <= c < self.k for c in clusters):
-                raise ArtifactError(f"cliffs.json: {model!r}: expected a list of cluster ids in [0, {self.k})")
+            if not isinstance(clusters, list) or not all(
+                isinstance(c, int) and 0 <= c < self.k for c in clusters
+            ):
+                raise ArtifactError(
+                    f"cliffs.json: {model!r}: expected a list of cluster ids in [0, {self.k})"
+                )
             self.cliff[clusters, self.models.index(model)] = True
 
     def _load_ood(self, ood: Any) -> None:
@@ -214,7 +245,9 @@ class Artifact:
             raise ArtifactError("ood.json: method must be 'knn_cosine_distance'")
         k_neighbors = ood.get("k_neighbors")
         if not isinstance(k_neighbors, int) or not 1 <= k_neighbors <= self.reference.shape[0]:
-            raise ArtifactError("ood.json: k_neighbors must be an integer in [1, number of reference vectors]")
+            raise ArtifactError(
+                "ood.json: k_neighbors must be an integer in [1, number of reference vectors]"
+            )
         self.ood_k = k_neighbors
         self.ood_threshold = _finite(ood.get("threshold"), "ood.json: threshold")
         if self.knn_k > self.reference.shape[0]:

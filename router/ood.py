@@ -29,15 +29,15 @@ def knn(
     indices = np.zeros((n, k), dtype=np.intp)
     sims_out = np.zeros((n, k), dtype=np.float32)
     for start in range(0, n, CHUNK):
-        block = np.asarray(embeddings[start:start + CHUNK] @ reference.T, dtype=np.float32)
-        part = np.argpartition(-block, k + skip - 1, axis=1)[:, :k + skip]
+        block = np.asarray(embeddings[start : start + CHUNK] @ reference.T, dtype=np.float32)
+        part = np.argpartition(-block, k + skip - 1, axis=1)[:, : k + skip]
         part_sims = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-part_sims, axis=1, kind="stable")[:, skip:k + skip]
+        order = np.argsort(-part_sims, axis=1, kind="stable")[:, skip : k + skip]
         idx = np.take_along_axis(part, order, axis=1)
         sims = np.take_along_axis(part_sims, order, axis=1)
-        indices[start:start + CHUNK] = idx
-        sims_out[start:start + CHUNK] = sims
-        scores[start:start + CHUNK] = 1.0 - sims.mean(axis=1)
+        indices[start : start + CHUNK] = idx
+        sims_out[start : start + CHUNK] = sims
+        scores[start : start + CHUNK] = 1.0 - sims.mean(axis=1)
     return scores, indices, sims_out
 
 

@@ -38,9 +38,14 @@ class Candidate:
     excluded_by: str | None  # None | "cliff" | "ood" | "unavailable"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "expected_accuracy": self.expected_accuracy,
-                "expected_cost": self.expected_cost, "utility": self.utility, "eligible": self.eligible,
-                "excluded_by": self.excluded_by}
+        return {
+            "model": self.model,
+            "expected_accuracy": self.expected_accuracy,
+            "expected_cost": self.expected_cost,
+            "utility": self.utility,
+            "eligible": self.eligible,
+            "excluded_by": self.excluded_by,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,15 @@ class Decision:
         return chain
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "cluster": self.cluster, "ood_score": self.ood_score, "is_ood": self.is_ood,
-                "knob": self.knob, "reason": self.reason, "candidates": [c.to_dict() for c in self.candidates]}
+        return {
+            "model": self.model,
+            "cluster": self.cluster,
+            "ood_score": self.ood_score,
+            "is_ood": self.is_ood,
+            "knob": self.knob,
+            "reason": self.reason,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
 
 
 @dataclass
@@ -93,24 +105,31 @@ class Policy:
         cost = weights @ a.mean_cost
         k = max(a.ood_k, a.knn_k)
         _, neighbours, sims = knn(x, a.reference, k)
-        ood_score = 1.0 - sims[:, :a.ood_k].astype(np.float64).mean(axis=1)
+        ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
         if a.knn_weight > 0:
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
             # prior each side): a lone lucky neighbour cannot crown a model.
-            neighbour_mean = a.reference_scores[neighbours[:, :a.knn_k]].astype(np.float64).mean(axis=1)
+            neighbour_mean = a.reference_scores[neighbours[:, : a.knn_k]].astype(np.float64).mean(axis=1)
             accuracy = (1 - a.knn_weight) * accuracy + a.knn_weight * neighbour_mean
-        return Estimates(cluster=cluster, ood_score=ood_score, is_ood=ood_score > a.ood_threshold,
-                         accuracy=accuracy, cost=cost)
+        return Estimates(
+            cluster=cluster,
+            ood_score=ood_score,
+            is_ood=ood_score > a.ood_threshold,
+            accuracy=accuracy,
+            cost=cost,
+        )
 
-    def _mask(self, est: Estimates, available: Collection[str] | None) -> tuple[
-            npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    def _mask(
+        self, est: Estimates, available: Collection[str] | None
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """(available (m,), eligible (n, m))."""
         avail = np.array([available is None or m in available for m in self.models], dtype=bool)
         eligible = avail[None, :] & ~self.artifact.cliff[est.cluster]
         return avail, eligible
 
-    def utilities(self, est: Estimates, knobs: npt.NDArray[np.float64],
-                  avail: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    def utilities(
+        self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.float64]:
         def norm(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             masked_lo = np.where(avail[None, :], values, np.inf).min(axis=1, keepdims=True)
             masked_hi = np.where(avail[None, :], values, -np.inf).max(axis=1, keepdims=True)
@@ -124,8 +143,9 @@ class Policy:
         k = knobs[:, None]
         return k * norm(est.accuracy) - (1 - k) * norm(est.cost)
 
-    def _argmax(self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64],
-                mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    def _argmax(
+        self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.intp]:
         """Best masked column per row; ties: cheaper, then the generalist, then model order."""
         u = np.where(mask, utility, -np.inf)
         best = u.max(axis=1, keepdims=True)
@@ -140,20 +160,27 @@ class Policy:
         choice = np.argmin(rank, axis=1)
         return np.where(mask.any(axis=1), choice, g).astype(np.intp)
 
-    def choose(self, est: Estimates, knobs: npt.NDArray[np.float64],
-               available: Collection[str] | None = None) -> tuple[npt.NDArray[np.intp], list[str]]:
+    def choose(
+        self, est: Estimates, knobs: npt.NDArray[np.float64], available: Collection[str] | None = None
+    ) -> tuple[npt.NDArray[np.intp], list[str]]:
         """Vectorised decision: (model index per row, reason per row)."""
         avail, eligible = self._mask(est, available)
         utility = self.utilities(est, knobs, avail)
         chosen = self._argmax(utility, est.cost, eligible)
         unconstrained = self._argmax(utility, est.cost, np.broadcast_to(avail, eligible.shape))
         chosen = np.where(est.is_ood, self.generalist_index, chosen)
-        reasons = ["ood_fallback" if o else ("cliff" if self.artifact.cliff[c, u] else "best")
-                   for o, c, u in zip(est.is_ood, est.cluster, unconstrained, strict=True)]
+        reasons = [
+            "ood_fallback" if o else ("cliff" if self.artifact.cliff[c, u] else "best")
+            for o, c, u in zip(est.is_ood, est.cluster, unconstrained, strict=True)
+        ]
         return chosen.astype(np.intp), reasons
 
-    def decide(self, embeddings: npt.ArrayLike, knobs: float | Sequence[float] | npt.ArrayLike,
-               available: Collection[str] | None = None) -> list[Decision]:
+    def decide(
+        self,
+        embeddings: npt.ArrayLike,
+        knobs: float | Sequence[float] | npt.ArrayLike,
+        available: Collection[str] | None = None,
+    ) -> list[Decision]:
         est = self.estimate(embeddings)
         n = est.accuracy.shape[0]
         knob_arr = np.broadcast_to(np.asarray(knobs, dtype=np.float64), (n,)).copy()
@@ -174,12 +201,35 @@ class Policy:
                     excluded = "ood"
                 else:
                     excluded = None
-                candidates.append(Candidate(model, float(est.accuracy[i, j]), float(est.cost[i, j]),
-                                            float(utility[i, j]), excluded is None, excluded))
+                candidates.append(
+                    Candidate(
+                        model,
+                        float(est.accuracy[i, j]),
+                        float(est.cost[i, j]),
+                        float(utility[i, j]),
+                        excluded is None,
+                        excluded,
+                    )
+                )
             first = self.models[int(chosen[i])]
-            candidates.sort(key=lambda c: (c.model != first, -c.utility, c.expected_cost,
-                                           c.model != self.artifact.generalist))
-            decisions.append(Decision(model=first, cluster=int(est.cluster[i]), ood_score=float(est.ood_score[i]),
-                                      is_ood=bool(est.is_ood[i]), knob=float(knob_arr[i]), reason=reasons[i],
-                                      candidates=tuple(candidates), generalist=self.artifact.generalist))
+            candidates.sort(
+                key=lambda c: (
+                    c.model != first,
+                    -c.utility,
+                    c.expected_cost,
+                    c.model != self.artifact.generalist,
+                )
+            )
+            decisions.append(
+                Decision(
+                    model=first,
+                    cluster=int(est.cluster[i]),
+                    ood_score=float(est.ood_score[i]),
+                    is_ood=bool(est.is_ood[i]),
+                    knob=float(knob_arr[i]),
+                    reason=reasons[i],
+                    candidates=tuple(candidates),
+                    generalist=self.artifact.generalist,
+                )
+            )
         return decisions

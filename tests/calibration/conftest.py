@@ -25,7 +25,9 @@ class FakeEncoder:
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> npt.NDArray[np.float32]:
+    def encode(
+        self, texts: list[str], batch_size: int = 64, progress: bool = False
+    ) -> npt.NDArray[np.float32]:
         self.calls += 1
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -42,14 +44,20 @@ ACCURACY = {"math": (0.5, 0.9, 0.3), "history": (0.7, 0.2, 0.5), "code": (0.6, 0
 PRICE = {"general": 1e-3, "mathy": 5e-4, "cheap": 1e-4}
 
 
-def synthetic_rows(n_per_domain: int = 120, seed: int = 0, domains: dict[str, tuple[float, ...]] | None = None,
-                   with_cost: bool = True) -> list[dict[str, Any]]:
+def synthetic_rows(
+    n_per_domain: int = 120,
+    seed: int = 0,
+    domains: dict[str, tuple[float, ...]] | None = None,
+    with_cost: bool = True,
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
     for domain, accs in (domains or ACCURACY).items():
         for i in range(n_per_domain):
             row: dict[str, Any] = {
-                "id": f"{domain}-{i}", "query": f"{domain}: question {i}", "domain": domain,
+                "id": f"{domain}-{i}",
+                "query": f"{domain}: question {i}",
+                "domain": domain,
                 "split": "train" if i < n_per_domain * 2 // 3 else "test",
                 "scores": {m: float(rng.random() < a) for m, a in zip(MODELS, accs, strict=True)},
             }

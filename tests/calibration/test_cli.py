@@ -20,16 +20,48 @@ def run(argv: list[str], encoder: FakeEncoder) -> int:
 
 def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder) -> None:
     art, rep, cache = tmp_path / "art", tmp_path / "rep", tmp_path / "cache"
-    assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--cache-dir", str(cache),
-                "--generalist", "general", "--no-progress"], fake_encoder) == 0
+    assert (
+        run(
+            [
+                "calibrate",
+                "--data",
+                str(synthetic_file),
+                "--out",
+                str(art),
+                "--cache-dir",
+                str(cache),
+                "--generalist",
+                "general",
+                "--no-progress",
+            ],
+            fake_encoder,
+        )
+        == 0
+    )
     artifact = Artifact.load(art, embedder_name="fake-encoder", embedder_dim=16)
     manifest = artifact.manifest
     assert manifest["data"]["sha256"] and manifest["data"]["train_rows"] == 240 and manifest["created_at"]
     assert (art / "report.md").exists() and (art / "clusters.png").stat().st_size > 10_000
     assert artifact.cliff[:, artifact.models.index("mathy")].any()
     calls = fake_encoder.calls
-    assert run(["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(rep),
-                "--cache-dir", str(cache), "--no-progress"], fake_encoder) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--artifact",
+                str(art),
+                "--data",
+                str(synthetic_file),
+                "--out",
+                str(rep),
+                "--cache-dir",
+                str(cache),
+                "--no-progress",
+            ],
+            fake_encoder,
+        )
+        == 0
+    )
     assert fake_encoder.calls == calls + 1  # train embeddings came from the cache; only test rows were new
     report = json.loads((rep / "report.json").read_text())
     assert [p["knob"] for p in report["triage"]] == [round(0.1 * i, 1) for i in range(11)]
@@ -47,10 +79,44 @@ def test_holdout_domain_is_flagged_ood(tmp_path: Path, fake_encoder: FakeEncoder
     rows = synthetic_rows(n_per_domain=90)
     data = write_jsonl(tmp_path / "s.jsonl", rows)
     art, rep = tmp_path / "art", tmp_path / "rep"
-    assert run(["calibrate", "--data", str(data), "--out", str(art), "--holdout-domains", "code",
-                "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
-    assert run(["eval", "--artifact", str(art), "--data", str(data), "--out", str(rep),
-                "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
+    assert (
+        run(
+            [
+                "calibrate",
+                "--data",
+                str(data),
+                "--out",
+                str(art),
+                "--holdout-domains",
+                "code",
+                "--generalist",
+                "general",
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--no-progress",
+            ],
+            fake_encoder,
+        )
+        == 0
+    )
+    assert (
+        run(
+            [
+                "eval",
+                "--artifact",
+                str(art),
+                "--data",
+                str(data),
+                "--out",
+                str(rep),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--no-progress",
+            ],
+            fake_encoder,
+        )
+        == 0
+    )
     ood = json.loads((rep / "report.json").read_text())["ood"]
     assert ood["auroc"] > 0.95 and ood["flagged_rate"] > 0.9
     assert ood["routed_accuracy_knob1"] == pytest.approx(ood["generalist_accuracy"], abs=0.05)
@@ -62,27 +128,34 @@ def broken(rows: list[dict[str, Any]], index: int, change: Any) -> list[dict[str
     return rows
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda r: r["scores"].pop("mathy"), "line 6 (id 'math-5'): field 'scores.mathy' is missing"),
-    (lambda r: r["scores"].update(gpt9=1.0), "field 'scores.gpt9': unknown model"),
-    (lambda r: r.update(query="  "), "line 6 (id 'math-5'): field 'query' is missing or empty"),
-    (lambda r: r["cost"].update(mathy=math.nan), "field 'cost.mathy' must be a finite number"),
-    (lambda r: r["scores"].update(cheap="yes"), "field 'scores.cheap' must be a finite number"),
-])
-def test_bad_rows_exit_2_and_write_nothing(tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any,
-                                           change: Any, message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["scores"].pop("mathy"), "line 6 (id 'math-5'): field 'scores.mathy' is missing"),
+        (lambda r: r["scores"].update(gpt9=1.0), "field 'scores.gpt9': unknown model"),
+        (lambda r: r.update(query="  "), "line 6 (id 'math-5'): field 'query' is missing or empty"),
+        (lambda r: r["cost"].update(mathy=math.nan), "field 'cost.mathy' must be a finite number"),
+        (lambda r: r["scores"].update(cheap="yes"), "field 'scores.cheap' must be a finite number"),
+    ],
+)
+def test_bad_rows_exit_2_and_write_nothing(
+    tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any, change: Any, message: str
+) -> None:
     data = write_jsonl(tmp_path / "bad.jsonl", broken(synthetic_rows(n_per_domain=30), 5, change))
     out = tmp_path / "art"
-    code = run(["calibrate", "--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c")],
-               fake_encoder)
+    code = run(
+        ["calibrate", "--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c")],
+        fake_encoder,
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and fake_encoder.calls == 0
     assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]
 
 
-def test_unknown_generalist_and_bad_k(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder,
-                                     capsys: Any) -> None:
+def test_unknown_generalist_and_bad_k(
+    tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder, capsys: Any
+) -> None:
     base = ["calibrate", "--data", str(synthetic_file), "--out", str(tmp_path / "a")]
     assert run([*base, "--generalist", "nobody"], fake_encoder) == 2
     assert "'nobody' is not one of the models" in capsys.readouterr().err
@@ -91,23 +164,61 @@ def test_unknown_generalist_and_bad_k(tmp_path: Path, synthetic_file: Path, fake
     assert not (tmp_path / "a").exists()
 
 
-def test_eval_refuses_artifact_of_another_embedder(tmp_path: Path, synthetic_file: Path,
-                                                   fake_encoder: FakeEncoder, capsys: Any) -> None:
+def test_eval_refuses_artifact_of_another_embedder(
+    tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder, capsys: Any
+) -> None:
     art = tmp_path / "art"
-    assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--cache-dir", str(tmp_path / "c"),
-                "--no-progress"], fake_encoder) == 0
+    assert (
+        run(
+            [
+                "calibrate",
+                "--data",
+                str(synthetic_file),
+                "--out",
+                str(art),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--no-progress",
+            ],
+            fake_encoder,
+        )
+        == 0
+    )
     other = FakeEncoder()
     other.name = "another-model"
-    assert run(["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(tmp_path / "r")],
-               other) == 2
+    assert (
+        run(
+            ["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(tmp_path / "r")],
+            other,
+        )
+        == 2
+    )
     assert "embedder mismatch" in capsys.readouterr().err
 
 
-def test_recalibrate_replaces_atomically(tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder) -> None:
+def test_recalibrate_replaces_atomically(
+    tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder
+) -> None:
     art = tmp_path / "art"
     for clusters in ("3", "5"):
-        assert run(["calibrate", "--data", str(synthetic_file), "--out", str(art), "--clusters", clusters,
-                    "--cache-dir", str(tmp_path / "c"), "--no-progress"], fake_encoder) == 0
+        assert (
+            run(
+                [
+                    "calibrate",
+                    "--data",
+                    str(synthetic_file),
+                    "--out",
+                    str(art),
+                    "--clusters",
+                    clusters,
+                    "--cache-dir",
+                    str(tmp_path / "c"),
+                    "--no-progress",
+                ],
+                fake_encoder,
+            )
+            == 0
+        )
     assert Artifact.load(art).k == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "c", "scores.jsonl"]  # no temp dirs left
 
@@ -115,9 +226,27 @@ def test_recalibrate_replaces_atomically(tmp_path: Path, synthetic_file: Path, f
 def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
     data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
     out = tmp_path / "lodo"
-    assert main(["eval", "--leave-one-domain-out", "--data", str(data), "--out", str(out), "--generalist",
-                 "general", "--min-test", "20", "--cache-dir", str(tmp_path / "c"), "--no-progress"],
-                encoder=fake_encoder) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--leave-one-domain-out",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--generalist",
+                "general",
+                "--min-test",
+                "20",
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--no-progress",
+            ],
+            encoder=fake_encoder,
+        )
+        == 0
+    )
     report = json.loads((out / "lodo.json").read_text())
     assert set(report["domains"]) == {"math", "history", "code"}
     for r in report["domains"].values():

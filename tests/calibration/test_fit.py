@@ -16,7 +16,9 @@ def test_small_cluster_cannot_crown_a_model() -> None:
     scores[:5, 1] = 1.0
     scores[:, 0] = 0.7
     scores[5:, 1] = (np.arange(500) % 10 < 3).astype(float)  # 30 %
-    t = beta_table(labels, 2, scores, np.zeros((505, 2)), generalist=0, prior_strength=10, cliff_confidence=0.9)
+    t = beta_table(
+        labels, 2, scores, np.zeros((505, 2)), generalist=0, prior_strength=10, cliff_confidence=0.9
+    )
     assert t.accuracy[0, 1] == 1.0  # raw: perfect
     # Shrunk: (10 * p_global + 5) / 15 with p_global ~ .31, i.e. well below the generalist's .7.
     assert t.estimate[0, 1] < 0.6

@@ -7,17 +7,20 @@ import pytest
 from calibration.grading import grade, parse_choices
 
 
-@pytest.mark.parametrize(("metric", "answer", "gold", "choices", "expected"), [
-    ("em_mc", "The answer is (C) Cambodia.", "C", "['Calcutta.', 'Bombay.', 'Cambodia.', 'Bali.']", 1.0),
-    ("em_mc", "Answer: B", "C", "['a', 'b', 'c', 'd']", 0.0),
-    ("em_mc", "D", "D", "{'text': ['1', '2', '3', '4'], 'labels': ['A', 'B', 'C', 'D']}", 1.0),
-    ("GSM8K", "60 x 6 = 360, so \\boxed{360}", "so 360 girls.\n#### 360", None, 1.0),
-    ("GSM8K", "There are 1,200 girls", "#### 360", None, 0.0),
-    ("MATH", "so a = \\boxed{56}", "Thus $\\boxed{56}$ questions.", None, 1.0),
-    ("MATH", "\\boxed{\\dfrac{1}{2}}", "$\\boxed{\\frac{1}{2}}$", None, 1.0),
-    ("MATH", "1596", "1596", None, 1.0),
-    ("exact_match", "Paris.", "paris", None, 1.0),
-])
+@pytest.mark.parametrize(
+    ("metric", "answer", "gold", "choices", "expected"),
+    [
+        ("em_mc", "The answer is (C) Cambodia.", "C", "['Calcutta.', 'Bombay.', 'Cambodia.', 'Bali.']", 1.0),
+        ("em_mc", "Answer: B", "C", "['a', 'b', 'c', 'd']", 0.0),
+        ("em_mc", "D", "D", "{'text': ['1', '2', '3', '4'], 'labels': ['A', 'B', 'C', 'D']}", 1.0),
+        ("GSM8K", "60 x 6 = 360, so \\boxed{360}", "so 360 girls.\n#### 360", None, 1.0),
+        ("GSM8K", "There are 1,200 girls", "#### 360", None, 0.0),
+        ("MATH", "so a = \\boxed{56}", "Thus $\\boxed{56}$ questions.", None, 1.0),
+        ("MATH", "\\boxed{\\dfrac{1}{2}}", "$\\boxed{\\frac{1}{2}}$", None, 1.0),
+        ("MATH", "1596", "1596", None, 1.0),
+        ("exact_match", "Paris.", "paris", None, 1.0),
+    ],
+)
 def test_grades(metric: str, answer: str, gold: str, choices: str | None, expected: float) -> None:
     assert grade(metric, answer, gold, choices) == expected
 

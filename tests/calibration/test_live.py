@@ -32,13 +32,37 @@ def gold_rows(n: int = 60) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for i in range(n):
         if i % 2:
-            rows.append({"task_name": "arith", "query": f"arith: what is {i} + 1?", "ground_truth": f"#### {i + 1}",
-                         "metric": "GSM8K", "choices": None, "task_id": None})
+            rows.append(
+                {
+                    "task_name": "arith",
+                    "query": f"arith: what is {i} + 1?",
+                    "ground_truth": f"#### {i + 1}",
+                    "metric": "GSM8K",
+                    "choices": None,
+                    "task_id": None,
+                }
+            )
         else:
-            rows.append({"task_name": "trivia", "query": f"trivia: capital number {i}?", "ground_truth": "C",
-                         "metric": "em_mc", "choices": "['w', 'x', 'y', 'z']", "task_id": None})
-    rows.append({"task_name": "mbpp", "query": "write code", "ground_truth": "assert f()", "metric": "code_eval",
-                 "choices": None, "task_id": "1"})
+            rows.append(
+                {
+                    "task_name": "trivia",
+                    "query": f"trivia: capital number {i}?",
+                    "ground_truth": "C",
+                    "metric": "em_mc",
+                    "choices": "['w', 'x', 'y', 'z']",
+                    "task_id": None,
+                }
+            )
+    rows.append(
+        {
+            "task_name": "mbpp",
+            "query": "write code",
+            "ground_truth": "assert f()",
+            "metric": "code_eval",
+            "choices": None,
+            "task_id": "1",
+        }
+    )
     return rows
 
 
@@ -62,8 +86,13 @@ class Fleet:
         else:
             number = int(prompt.split("is ")[1].split(" +")[0]) + 1
             text = f"It is \\boxed{{{number}}}"
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": text}}],
-                                         "usage": {"prompt_tokens": 100, "completion_tokens": 10}})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+            },
+        )
 
 
 @pytest.fixture
@@ -77,12 +106,29 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
 
 def live(tmp_path: Path, config: Path, gold: Path, fleet: Fleet, *extra: str) -> int:
     client = httpx.AsyncClient(transport=httpx.MockTransport(fleet))
-    return main(["calibrate", "--live", "--config", str(config), "--gold", str(gold), "--out",
-                 str(tmp_path / "art"), "--cache-dir", str(tmp_path / "c"), "--no-progress", *extra],
-                encoder=FakeEncoder(), client=client)
+    return main(
+        [
+            "calibrate",
+            "--live",
+            "--config",
+            str(config),
+            "--gold",
+            str(gold),
+            "--out",
+            str(tmp_path / "art"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--no-progress",
+            *extra,
+        ],
+        encoder=FakeEncoder(),
+        client=client,
+    )
 
 
-def test_live_calibration_measures_grades_and_fits(tmp_path: Path, setup: tuple[Path, Path], capsys: Any) -> None:
+def test_live_calibration_measures_grades_and_fits(
+    tmp_path: Path, setup: tuple[Path, Path], capsys: Any
+) -> None:
     config, gold = setup
     fleet = Fleet()
     assert live(tmp_path, config, gold, fleet) == 0

@@ -15,29 +15,51 @@ MODELS = ["general", "special", "cheap"]
 DIM = 4
 
 
-def write_artifact(path: Path, *, estimate: list[list[float]] | None = None, cost: list[float] | None = None,
-                   cliffs: dict[str, list[int]] | None = None, threshold: float = 0.5,
-                   manifest: dict[str, Any] | None = None) -> Path:
+def write_artifact(
+    path: Path,
+    *,
+    estimate: list[list[float]] | None = None,
+    cost: list[float] | None = None,
+    cliffs: dict[str, list[int]] | None = None,
+    threshold: float = 0.5,
+    manifest: dict[str, Any] | None = None,
+) -> Path:
     """A two-cluster artifact: cluster 0 along e0, cluster 1 along e1; references near both."""
     path.mkdir(parents=True, exist_ok=True)
     estimate = estimate or [[0.6, 0.9, 0.5], [0.6, 0.2, 0.5]]
     cost = cost or [1.0, 0.5, 0.1]
-    man = {"format_version": 1, "embedder": {"name": "test-embedder", "dim": DIM, "normalisation": "l2"}, "k": 2,
-           "models": MODELS, "generalist": "general", "reference_model": "general",
-           "policy": {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2}}
+    man = {
+        "format_version": 1,
+        "embedder": {"name": "test-embedder", "dim": DIM, "normalisation": "l2"},
+        "k": 2,
+        "models": MODELS,
+        "generalist": "general",
+        "reference_model": "general",
+        "policy": {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2},
+    }
     man.update(manifest or {})
     (path / "manifest.json").write_text(json.dumps(man))
     np.save(path / "centroids.npy", np.eye(DIM, dtype=np.float32)[:2])
     ref = np.array([[1, 0.05, 0, 0], [1, -0.05, 0, 0], [0.05, 1, 0, 0], [-0.05, 1, 0, 0]], dtype=np.float32)
     np.save(path / "reference.npy", ref / np.linalg.norm(ref, axis=1, keepdims=True))
     np.save(path / "reference_scores.npy", np.ones((4, 3), dtype=np.float32))
-    table = {"clusters": [{"id": c, "models": {m: {"n": 50, "accuracy": estimate[c][j], "estimate": estimate[c][j],
-                                                   "mean_cost": cost[j]} for j, m in enumerate(MODELS)}}
-                          for c in range(2)]}
+    table = {
+        "clusters": [
+            {
+                "id": c,
+                "models": {
+                    m: {"n": 50, "accuracy": estimate[c][j], "estimate": estimate[c][j], "mean_cost": cost[j]}
+                    for j, m in enumerate(MODELS)
+                },
+            }
+            for c in range(2)
+        ]
+    }
     (path / "table.json").write_text(json.dumps(table))
     (path / "cliffs.json").write_text(json.dumps(cliffs if cliffs is not None else {"special": [1]}))
-    (path / "ood.json").write_text(json.dumps({"method": "knn_cosine_distance", "k_neighbors": 2,
-                                               "threshold": threshold}))
+    (path / "ood.json").write_text(
+        json.dumps({"method": "knn_cosine_distance", "k_neighbors": 2, "threshold": threshold})
+    )
     return path
 
 
@@ -56,16 +78,25 @@ def test_embedder_mismatch_refused(tmp_path: Path) -> None:
         Artifact.load(path, embedder_dim=384)
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json is not valid JSON"),
-    (lambda p: (p / "table.json").unlink(), "table.json is missing"),
-    (lambda p: (p / "centroids.npy").write_bytes(b"garbage"), "centroids.npy is not a valid .npy"),
-    (lambda p: np.save(p / "centroids.npy", np.full((2, DIM), np.nan, np.float32)), "NaN"),
-    (lambda p: np.save(p / "centroids.npy", np.eye(3, dtype=np.float32)), r"centroids.npy: shape \(3, 3\)"),
-    (lambda p: np.save(p / "reference_scores.npy", np.ones((4, 2), np.float32)), "reference_scores.npy: shape"),
-    (lambda p: (p / "cliffs.json").write_text('{"general": [0]}'), "generalist cannot have a cliff"),
-    (lambda p: (p / "cliffs.json").write_text('{"nobody": [0]}'), "unknown model 'nobody'"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json is not valid JSON"),
+        (lambda p: (p / "table.json").unlink(), "table.json is missing"),
+        (lambda p: (p / "centroids.npy").write_bytes(b"garbage"), "centroids.npy is not a valid .npy"),
+        (lambda p: np.save(p / "centroids.npy", np.full((2, DIM), np.nan, np.float32)), "NaN"),
+        (
+            lambda p: np.save(p / "centroids.npy", np.eye(3, dtype=np.float32)),
+            r"centroids.npy: shape \(3, 3\)",
+        ),
+        (
+            lambda p: np.save(p / "reference_scores.npy", np.ones((4, 2), np.float32)),
+            "reference_scores.npy: shape",
+        ),
+        (lambda p: (p / "cliffs.json").write_text('{"general": [0]}'), "generalist cannot have a cliff"),
+        (lambda p: (p / "cliffs.json").write_text('{"nobody": [0]}'), "unknown model 'nobody'"),
+    ],
+)
 def test_damaged_artifact_refused(tmp_path: Path, damage: Any, message: str) -> None:
     path = write_artifact(tmp_path / "a")
     damage(path)
