@@ -1,12 +1,62 @@
-"""Session-wide real parts: the embedding model (loaded once) and a calibrated artifact (built once)."""
+"""Session-wide real parts, each built once: the embedding model, a calibrated artifact, the CPU vLLM server."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from router.artifact import Artifact
 from router.embedder import Embedder
+
+REPO = Path(__file__).resolve().parent.parent
+GENERALIST = "meta-llama/Meta-Llama-3-8B"
+
+
+def data_dir() -> Path:
+    """../shared/data beside the checkout, or TRIAGE_TEST_DATA (scripts/test.sh sets it from DATA)."""
+    return Path(os.environ.get("TRIAGE_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = data_dir()
+    if not (path / "routing" / "routerdc_7model.jsonl").is_file():
+        pytest.fail(f"the shared routing data is missing at {path} (set DATA=... for make test)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return Embedder()
+
+
+@pytest.fixture(scope="session")
+def artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """A real artifact: every third train row of routerdc_7model (~2.5k queries), real embeddings."""
+    from calibration.cli import main as calibrate
+
+    work = tmp_path_factory.mktemp("artifact")
+    subset = work / "routerdc_subset.jsonl"
+    with (shared_data / "routing" / "routerdc_7model.jsonl").open() as src, subset.open("w") as out:
+        rows = [line for line in src if json.loads(line)["split"] == "train"]
+        out.writelines(rows[::3])
+    code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
+                      "--cache-dir", str(REPO / "var" / "cache" / "embeddings"), "--no-progress"])
+    assert code == 0, "calibration of the test artifact failed"
+    return Artifact.load(work / "routerdc")
+
+
+@pytest.fixture(scope="session")
+def local_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real CPU vLLM server (SmolLM2-135M-Instruct under seven served names), once per session."""
+    from tests.vllm_server import start_local_vllm
+
+    server = start_local_vllm(Path(tmp_path_factory.mktemp("vllm-run")))
+    try:
+        yield server
+    finally:
+        server.stop()

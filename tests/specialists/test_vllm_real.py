@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from openai import OpenAI
 
-from tests.vllm_server import LocalVLLM, start_local_vllm
+from tests.vllm_server import LocalVLLM
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def local_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVLLM]:
-    # The lead's session fixture in tests/conftest.py supersedes this one when present.
-    server = start_local_vllm(Path(tmp_path_factory.mktemp("vllm-run")))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_each_served_name_answers_a_question(local_vllm: LocalVLLM) -> None:
