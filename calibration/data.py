@@ -140,7 +140,7 @@ def load_scores(path: Path, prices_path: Path | None = None) -> ScoreMatrix:
     token_rows: list[dict[str, Any] | None] = []
     models: list[str] | None = None
     seen: set[str] = set()
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -46,7 +46,7 @@ def read_gold(path: Path, limit: int | None) -> list[Question]:
     questions: list[Question] = []
     skipped: dict[str, int] = {}
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text().split("\n")
     except OSError as exc:
         raise DataError(f"cannot read {path.name}: {exc.strerror}") from None
     for lineno, line in enumerate(lines, start=1):
@@ -90,7 +90,7 @@ class AnswerCache:
         self.path = path
         self.done: dict[tuple[str, str], dict[str, Any]] = {}
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in path.read_text().split("\n"):
                 try:
                     entry = json.loads(line)
                     self.done[(entry["backend"], entry["qid"])] = entry

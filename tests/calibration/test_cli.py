@@ -254,3 +254,12 @@ def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None
         # An unseen domain is flagged and handed to the generalist: no worse than it.
         assert r["routed_accuracy"] >= r["generalist_accuracy"] - 0.05
     assert "| math |" in (out / "lodo.md").read_text()
+
+
+def test_query_with_unicode_line_separator_is_one_row(tmp_path: Path) -> None:
+    from calibration.data import load_scores
+
+    rows = synthetic_rows(n_per_domain=3)
+    rows[0]["query"] = "math: functional structures help to create\x85... (NEL inside the text)"
+    data = load_scores(write_jsonl(tmp_path / "s.jsonl", rows))
+    assert len(data) == 9 and "\x85" in data.queries[0]
