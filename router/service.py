@@ -28,6 +28,7 @@ from router.metrics import Metrics
 from router.policy import Decision, Policy
 from router.protocol import KNOB_ALIASES, VIRTUAL_MODEL, ChatCompletionRequest, CompletionRequest, ModelCard
 from router.settings import ApiKey, Settings
+from router.sse import UsageTap
 
 log = logging.getLogger("triage.service")
 
@@ -252,32 +253,48 @@ class Triage:
     async def _relay(
         self, routed: Routed, stream: Stream, started: float, client_usage: bool
     ) -> AsyncIterator[bytes]:
-        from router.sse import UsageTap
-
         tap = UsageTap(forward_usage_chunk=client_usage)
-        outcome = "ok"
+        outcome, accounted = "ok", False
+
+        def finish(result: str) -> None:
+            # Account before the client sees the end of the stream, so metrics are in place when it reads them.
+            nonlocal outcome, accounted
+            outcome, accounted = result, True
+            self._account(routed, started, tap.usage, outcome)
+
+        # A backend that stalls mid-stream must not hang the client: the whole stream has a deadline.
+        deadline = asyncio.get_running_loop().time() + self.pool[routed.backend].settings.timeouts.total
         try:
-            async for chunk in stream.chunks():
+            chunks = stream.chunks()
+            while True:
+                async with asyncio.timeout_at(deadline):  # never around a yield: it would cancel the writer
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
                 out = tap.feed(chunk)
+                if tap.done:
+                    finish("ok")
                 if out:
                     yield out
             rest = tap.flush()
+            if not tap.done:
+                finish("backend_error")
+                rest += sse_error(BackendFailed(f"backend {routed.backend!r} ended the stream early"))
             if rest:
                 yield rest
-            if not tap.done:
-                outcome = "backend_error"
-                yield sse_error(BackendFailed(f"backend {routed.backend!r} ended the stream early"))
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"  # the client went away: closing the stream cancels the backend call
             raise
         except Exception:
-            outcome = "backend_error"
             log.warning("request %s: backend %s failed mid-stream", routed.request_id, routed.backend)
             self.pool[routed.backend].circuit.record_failure()
+            if not accounted:
+                finish("backend_error")
             yield sse_error(BackendFailed(f"backend {routed.backend!r} failed mid-stream"))
         finally:
             await stream.aclose()
-            self._account(routed, started, tap.usage, outcome)
+            if not accounted:
+                self._account(routed, started, tap.usage, outcome)
 
     # ---- accounting ------------------------------------------------------------------------------
     def _account(self, routed: Routed, started: float, usage: dict[str, Any] | None, outcome: str) -> None:
