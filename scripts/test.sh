@@ -3,15 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TRIAGE_TEST_DATA="${DATA:-../shared/data}"
-if ! command -v prometheus >/dev/null 2>&1; then
+# Real servers and tools the tests use: Prometheus (+ promtool) and docker-compose (validates the compose file;
+# PyPI's docker-compose needs PyYAML < 6, so Debian's).
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "[test] installing Debian's prometheus (a real server for the observability tests)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus >/dev/null
-    # Debian starts it as a service where it can; the tests run their own on a free port.
+    echo "[test] installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian may start prometheus as a service; the tests run their own on a free port.
     pkill -x prometheus 2>/dev/null || true
   else
-    echo "[test] prometheus is not installed and this is not root: install Debian's 'prometheus' package" >&2
+    echo "[test] missing ${missing[*]} and not root: install the Debian packages first" >&2
     exit 1
   fi
 fi
