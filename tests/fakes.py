@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from router.artifact import Artifact
+from router.settings import Settings, load_settings
 
 
 @dataclass
@@ -96,3 +100,18 @@ class _Stream(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for event in self._events:
             yield event
+
+
+def fleet_config(artifact: Artifact, tmp_path: Path, **extra: object) -> Settings:
+    """Settings for one fake backend per artifact model (http://N.backend.test/v1, served id served-N)."""
+    backends = [
+        {"name": m, "base_url": f"http://{i}.backend.test/v1", "model": f"served-{i}",
+         "role": "generalist" if m == artifact.generalist else "specialist",
+         "price_per_mtok": {"input": 0.2, "output": 0.2}}
+        for i, m in enumerate(artifact.models)
+    ]
+    config = {"artifact": str(artifact.path), "backends": backends, "health": {"probe_interval_s": 0},
+              "decision_log": {"path": str(tmp_path / "decisions.jsonl")}, **extra}
+    path = tmp_path / "triage.yaml"
+    path.write_text(json.dumps(config))
+    return load_settings(path, environ={})

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from router.app import create_app
 from router.artifact import Artifact
 from router.embedder import Embedder
-from router.settings import Settings, load_settings
-from tests.fakes import FakeBackend
+from router.settings import Settings
+from tests.fakes import FakeBackend, fleet_config
 from tests.server import serve
 
 IN_DOMAIN_MATH = (
@@ -43,20 +43,6 @@ class Stack:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
-
-
-def fleet_config(artifact: Artifact, tmp_path: Path, **extra: object) -> Settings:
-    backends = [
-        {"name": m, "base_url": f"http://{i}.backend.test/v1", "model": f"served-{i}",
-         "role": "generalist" if m == artifact.generalist else "specialist",
-         "price_per_mtok": {"input": 0.2, "output": 0.2}}
-        for i, m in enumerate(artifact.models)
-    ]
-    config = {"artifact": str(artifact.path), "backends": backends, "health": {"probe_interval_s": 0},
-              "decision_log": {"path": str(tmp_path / "decisions.jsonl")}, **extra}
-    path = tmp_path / "triage.yaml"
-    path.write_text(json.dumps(config))
-    return load_settings(path, environ={})
 
 
 @pytest.fixture
