@@ -9,6 +9,9 @@ Targets, sent in turn within one run so that every row sees the same machine noi
 Non-streaming (total) and streaming (time to the first token, and total), at 1 and 64 concurrent clients.
 Added latency is reported as the difference of medians (and of p99s) against ``direct``, and as a ratio.
 With ``--vllm-url``, one more row pair against a real (CPU) vLLM server: direct vs pinned through Triage.
+With ``--litellm BIN`` (the ``litellm`` script of an environment that has ``litellm[proxy]``), a fourth
+target: LiteLLM's proxy in front of the same fake, in the same interleaved run (it has no routing decision,
+so compare it with ``pinned``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.fleet import FakeProcess, TriageProcess, fleet_config
+from bench.litellm_proxy import LiteLLMProcess
 from bench.load import load_queries
 from bench.stack import artifact_models, ensure_artifact
 from bench.timing import Series, timed_call
@@ -35,6 +39,7 @@ class Target:
     name: str
     url: str  # the /v1 base
     model: str | None  # None: a fresh "triage" prompt each time
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def bodies(target: Target, stream: bool, prompts: Iterator[str], max_tokens: int) -> dict[str, Any]:
@@ -58,7 +63,7 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
             for target in cursor:
                 body = bodies(target, stream, prompts, max_tokens)
                 try:
-                    timed = await timed_call(client, target.url + "/chat/completions", body, {})
+                    timed = await timed_call(client, target.url + "/chat/completions", body, dict(target.headers))
                 except httpx.HTTPError:
                     series[target.name].failures += 1
                     continue
@@ -83,10 +88,11 @@ def rows(label: str, series: dict[str, Series], baseline: str, ttft: bool) -> li
     return out
 
 
-async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, backend: str) -> list[str]:
+async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, backend: str,
+              litellm: Target | None) -> list[str]:
     prompts = itertools.cycle(load_queries(20_000, seed=11))
     targets = [Target("direct", fake.base_url, fake.served_name), Target("pinned", triage_url + "/v1", backend),
-               Target("routed", triage_url + "/v1", None)]
+               Target("routed", triage_url + "/v1", None), *([litellm] if litellm else [])]
     header = f"{'mode':<34}{'target':<9}{'n':>6}{'fail':>5}{'p50 ms':>10}{'p99 ms':>10}   added p50 / p99 (ms), ratio"
     lines = [header]
     for concurrency in (1, 64):
@@ -117,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-model", default=None, help="the model id that server serves")
     parser.add_argument("--vllm-requests", type=int, default=20)
     parser.add_argument("--vllm-max-tokens", type=int, default=16)
+    parser.add_argument("--litellm", default=None, help="path of a `litellm` proxy script (optional)")
     return parser
 
 
@@ -126,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     models, generalist = artifact_models(artifact)
     fake = FakeProcess("fast", {"latency_ms": 0, "tokens_per_s": 0, "completion_tokens": args.max_tokens}).start()
     triage: TriageProcess | None = None
+    litellm: LiteLLMProcess | None = None
     try:
         # Every backend is the same fake process, so "direct" and "through Triage" reach the same server.
         config = fleet_config(artifact.resolve(), models, generalist, [fake.base_url] * len(models),
@@ -137,10 +145,16 @@ def main(argv: list[str] | None = None) -> int:
             config["backends"].append({"name": "vllm", "base_url": args.vllm_url.rstrip("/"),
                                        "model": args.vllm_model, "role": "specialist"})
         triage = TriageProcess(config, Path(args.workdir)).start()
-        lines = asyncio.run(run(args, triage.url, fake, models[0]))
+        target = None
+        if args.litellm:
+            litellm = LiteLLMProcess(args.litellm, fake, Path(args.workdir) / "litellm").start()
+            target = Target("litellm", litellm.url + "/v1", "fast", (("authorization", f"Bearer {litellm.key}"),))
+        lines = asyncio.run(run(args, triage.url, fake, models[0], target))
     finally:
         if triage is not None:
             triage.stop()
+        if litellm is not None:
+            litellm.stop()
         fake.kill()
     print("\n".join(lines))
     return 0

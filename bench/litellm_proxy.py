@@ -1,0 +1,71 @@
+"""LiteLLM's proxy in front of a fake backend, for a side-by-side row in bench/proxy_overhead.py.
+
+LiteLLM is not a dependency of Triage: it runs from its own environment (``python -m venv .venv-litellm;
+.venv-litellm/bin/pip install 'litellm[proxy]'``), offline (``LITELLM_LOCAL_MODEL_COST_MAP``: no fetch of
+its price list), on 127.0.0.1 with one worker (as Triage runs), with a random master key because it
+refuses to start without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.fleet import FakeProcess, free_port
+
+
+@dataclass
+class LiteLLMProcess:
+    script: str
+    fake: FakeProcess
+    workdir: Path
+    port: int = 0
+    key: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 240.0) -> LiteLLMProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port, self.key = free_port(), "sk-bench-" + secrets.token_hex(16)
+        config = {"model_list": [{"model_name": "fast", "litellm_params": {
+            "model": f"openai/{self.fake.served_name}", "api_base": self.fake.base_url, "api_key": "sk-unused"}}],
+            "litellm_settings": {"telemetry": False}}
+        (self.workdir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+        env = {**os.environ, "LITELLM_MASTER_KEY": self.key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
+        with open(self.workdir / "litellm.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.script, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--num_workers", "1"], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"litellm exited with {self.proc.returncode}; see {self.workdir}/litellm.log")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/health/liveliness", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("litellm did not start in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
