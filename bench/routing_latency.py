@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bench.load import load_queries
 from bench.outcomes import percentile
@@ -80,8 +81,17 @@ def in_process(artifact: Path, prompts: Iterator[str], n: int) -> list[str]:
         policy.decide(embedder.encode(batch[i:i + 64]), np.full(64, 0.5))
     wall = time.perf_counter() - started
     per_decision = [wall / len(batch)] * len(batch)
+    # The same policy with one BLAS thread: OpenBLAS's default pool contends on a busy two-core machine.
+    with threadpool_limits(1):
+        one_thread = []
+        for _ in range(n):
+            vector = embedder.encode([next(prompts)])
+            started = time.perf_counter()
+            policy.decide(vector, 0.5)
+            one_thread.append(time.perf_counter() - started)
     return [line("in process: embed + policy, one query", whole),
             line("in process: policy alone, one query", policy_only),
+            line("in process: policy alone, 1 BLAS thread", one_thread),
             line("in process: embed + policy, batches of 64", per_decision, wall)]
 
 
