@@ -119,6 +119,8 @@ class Backend:
                             raise self._failed(f"answered {response.status_code}")
                         self.circuit.record_success()
                         raise BackendClientError(response.status_code, _error_body(response.status_code, raw))
+                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                        raise self._failed("answered a stream request without an event stream")
                     rest = response.aiter_bytes()
                     first = b""
                     while not first:  # skip empty keep-alive reads
@@ -140,15 +142,18 @@ class Backend:
         return BackendError(f"backend {self.name!r} {what}")
 
     async def probe(self) -> bool:
-        """GET /models: feeds the circuit, so a dead backend leaves the policy before a client finds out."""
+        """GET /models: a dead backend leaves the policy before a client finds out; a live one is let back in."""
         try:
             response = await self.client.get("/models", headers=self._headers(), timeout=5.0)
             ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False
-        if ok:
+        # A 200 from /models only closes a half-open circuit: a vLLM whose engine died still lists its models,
+        # so the probe must not undo what failed requests taught the circuit, nor reset their count.
+        state = self.circuit.state
+        if ok and state == "half_open":
             self.circuit.record_success()
-        elif self.circuit.state != "open":
+        elif not ok and state != "open":
             self.circuit.record_failure()
         return ok
 

@@ -276,12 +276,9 @@ class Triage:
                     finish("ok")
                 if out:
                     yield out
-            rest = tap.flush()
             if not tap.done:
                 finish("backend_error")
-                rest += sse_error(BackendFailed(f"backend {routed.backend!r} ended the stream early"))
-            if rest:
-                yield rest
+                yield sse_error(BackendFailed(f"backend {routed.backend!r} ended the stream early"))
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"  # the client went away: closing the stream cancels the backend call
             raise

@@ -19,7 +19,8 @@ class UsageTap:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        """Returns the bytes to forward now (whole events only; a partial event waits for the rest)."""
+        """Returns the bytes to forward now: whole events only. A partial event waits for the rest; one still
+        partial when the backend's stream ends is never forwarded (a torn event would break the client's parser)."""
         self._buffer += chunk
         if b"\n\n" not in self._buffer and b"\r\n\r\n" not in self._buffer:
             return b""
@@ -30,10 +31,6 @@ class UsageTap:
             if self._keep(event):
                 out += event + b"\n\n"
         return bytes(out)
-
-    def flush(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return rest
 
     def _keep(self, event: bytes) -> bool:
         if event.strip() == b"data: [DONE]":

@@ -77,8 +77,6 @@ def test_request_limits_refuse_before_any_backend_is_called(rig: RigFactory) -> 
         assert chat(r.url, {}).status_code == 200  # and it keeps serving
 
 
-@pytest.mark.xfail(strict=True, reason="router/app.py BodyLimit: FastAPI turns the exception raised from receive() "
-                                       "into a 400 'error parsing the body' (see the report)")
 def test_a_chunked_body_over_the_limit_is_a_413(rig: RigFactory) -> None:
     with rig(limits={"max_body_bytes": 20_000}) as r:
         # No content-length: the limit can only be enforced while the body is read.

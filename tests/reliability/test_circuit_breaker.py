@@ -67,8 +67,6 @@ def test_a_failed_half_open_trial_opens_the_circuit_again(rig: RigFactory) -> No
         assert r.metric("triage_backend_up", {"backend": name}) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="router/backends.py Backend.probe closes an open circuit on any 200 from "
-                                       "/models, before open_seconds (see the report)")
 def test_a_backend_whose_probe_passes_but_whose_completions_fail_stays_open(rig: RigFactory) -> None:
     # A vLLM whose engine died still answers GET /v1/models: the probe must not undo what requests learned.
     with rig(health={"probe_interval_s": 0.2, "failure_threshold": 2, "open_seconds": 30.0}) as r:

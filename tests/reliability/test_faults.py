@@ -80,8 +80,6 @@ def test_a_stream_reset_mid_way_ends_with_an_error_event_then_done(rig: RigFacto
         assert payloads[-1]["error"]["code"] == "backend_error"
 
 
-@pytest.mark.xfail(strict=True, reason="router/sse.py UsageTap.flush forwards a torn event, glued to the error "
-                                       "event (see the report: flush should drop an incomplete event)")
 def test_a_torn_sse_event_is_not_forwarded_and_the_stream_ends_cleanly(rig: RigFactory) -> None:
     with rig() as r:
         r.fakes[r.first_choice()].configure(fault="broken_sse", fault_after_tokens=3)
@@ -104,8 +102,6 @@ def test_a_torn_sse_event_still_ends_with_done(rig: RigFactory) -> None:
         assert '"backend_error"' in data[-2]
 
 
-@pytest.mark.xfail(strict=True, reason="router/backends.py open_stream accepts a non-SSE 200 as a stream (see "
-                                       "the report: check the content type before the first byte, then fall back)")
 def test_a_stream_request_answered_with_json_is_an_error(rig: RigFactory) -> None:
     with rig() as r:
         first = r.first_choice()

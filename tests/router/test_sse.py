@@ -25,8 +25,14 @@ def test_events_split_across_reads_are_joined() -> None:
     tap = UsageTap(forward_usage_chunk=True)
     whole = CHUNK + USAGE + DONE
     pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
-    assert b"".join(tap.feed(p) for p in pieces) + tap.flush() == whole
+    assert b"".join(tap.feed(p) for p in pieces) == whole
     assert tap.done
+
+
+def test_a_torn_event_at_the_end_is_never_forwarded() -> None:
+    tap = UsageTap(forward_usage_chunk=True)
+    assert tap.feed(CHUNK + b'data: {"choices":[{"ind') == CHUNK
+    assert not tap.done
 
 
 def test_crlf_framing_is_normalised() -> None:
