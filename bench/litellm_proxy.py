@@ -47,8 +47,9 @@ class LiteLLMProcess:
                "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
         with open(self.workdir / "litellm.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [self.script, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--num_workers", "1"], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+                [str(Path(self.script).resolve()), "--config", "config.yaml", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--num_workers", "1"],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

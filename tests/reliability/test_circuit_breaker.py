@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
 from bench.fleet import metric_values
 from tests.reliability.rig import Rig, RigFactory, wait_for

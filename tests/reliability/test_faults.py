@@ -40,8 +40,6 @@ def assert_openai_error(raw: bytes, code: str) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("fault", ["500", "429", "malformed", "hang", "killed"])
 def test_a_failing_first_choice_falls_back_before_the_first_byte(rig: RigFactory, fault: str, stream: bool) -> None:
-    if fault == "malformed" and stream:
-        pytest.skip("covered by test_a_stream_request_answered_with_json_is_an_error")
     with rig(timeouts={"first_byte": 1.5}) as r:
         first = r.first_choice()
         if fault == "killed":
@@ -89,28 +87,6 @@ def test_a_torn_sse_event_is_not_forwarded_and_the_stream_ends_cleanly(rig: RigF
         assert done
         assert sse.text(payloads) == "tok0 tok1 tok2 "
         assert payloads[-1]["error"]["code"] == "backend_error"
-
-
-def test_a_torn_sse_event_still_ends_with_done(rig: RigFactory) -> None:
-    """What holds today even with the torn event: the client is told, and the stream is closed."""
-    with rig() as r:
-        r.fakes[r.first_choice()].configure(fault="broken_sse", fault_after_tokens=3)
-        response, raw = send(r.url, stream=True, timeout=30)
-        assert response.status_code == 200
-        data = sse.events(raw)
-        assert data[-1] == "[DONE]"
-        assert '"backend_error"' in data[-2]
-
-
-def test_a_stream_request_answered_with_json_is_an_error(rig: RigFactory) -> None:
-    with rig() as r:
-        first = r.first_choice()
-        r.fakes[first].configure(fault="malformed")
-        response, raw = send(r.url, stream=True)
-        assert response.status_code == 200
-        assert response.headers["x-triage-backend"] != first
-        payloads, done = sse.parse(raw)
-        assert done and sse.text(payloads) == EXPECTED
 
 
 def test_a_client_that_goes_away_mid_stream_cancels_the_backend_call(rig: RigFactory) -> None:
