@@ -7,8 +7,11 @@ The key includes the embedder name so a different model can never serve stale ve
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -55,16 +58,31 @@ class EmbeddingCache:
             return {}
         return {str(k): v for k, v in zip(keys, vectors, strict=True)}
 
-    def _write(self, known: dict[str, Vectors]) -> None:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes (calibrate, eval and LODO may run side by side)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(known), dtype="U64")
-        vectors = np.stack(list(known.values())).astype(np.float32)
-        # Written aside then renamed: a run killed mid-write leaves the old cache intact.
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz.tmp")
-        os.close(fd)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=keys, vectors=vectors)
-        os.replace(tmp, self.file)
+        with open(self.dir / f"{self.file.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, fresh: dict[str, Vectors]) -> None:
+        with self._locked():
+            # Merge with what is on disk now, not with what we read earlier: another process may have
+            # added vectors meanwhile, and a plain overwrite would silently drop them.
+            known = self._read()
+            known.update(fresh)
+            keys = np.array(list(known), dtype="U64")
+            vectors = np.stack(list(known.values())).astype(np.float32)
+            # Written aside then renamed: a run killed mid-write leaves the old cache intact.
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz.tmp")
+            os.close(fd)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, keys=keys, vectors=vectors)
+            os.replace(tmp, self.file)
 
     def embed(self, texts: list[str], progress: bool = True) -> Vectors:
         known = self._read()
@@ -72,8 +90,9 @@ class EmbeddingCache:
         missing = list(dict.fromkeys(k for k in keys if k not in known))
         if missing:
             by_key = {k: t for k, t in zip(keys, texts, strict=True)}
-            fresh = self.encoder.encode([by_key[k] for k in missing], progress=progress)
-            known.update(zip(missing, np.asarray(fresh, dtype=np.float32), strict=True))
-            self._write(known)
+            vectors = self.encoder.encode([by_key[k] for k in missing], progress=progress)
+            fresh = dict(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
+            known.update(fresh)
+            self._write(fresh)
         out = np.stack([known[k] for k in keys]) if keys else np.zeros((0, self.encoder.dim), np.float32)
         return np.ascontiguousarray(out, dtype=np.float32)

@@ -263,3 +263,14 @@ def test_query_with_unicode_line_separator_is_one_row(tmp_path: Path) -> None:
     rows[0]["query"] = "math: functional structures help to create\x85... (NEL inside the text)"
     data = load_scores(write_jsonl(tmp_path / "s.jsonl", rows))
     assert len(data) == 9 and "\x85" in data.queries[0]
+
+
+def test_embedding_cache_merges_concurrent_writers(tmp_path: Path) -> None:
+    from calibration.embeddings import EmbeddingCache
+
+    first, second = EmbeddingCache(FakeEncoder(), tmp_path), EmbeddingCache(FakeEncoder(), tmp_path)
+    first.embed(["a: one"], progress=False)
+    second.embed(["b: two"], progress=False)  # must not drop "a: one"
+    reader = EmbeddingCache(FakeEncoder(), tmp_path)
+    reader.embed(["a: one", "b: two"], progress=False)
+    assert isinstance(reader.encoder, FakeEncoder) and reader.encoder.calls == 0
