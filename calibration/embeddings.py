@@ -11,8 +11,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 

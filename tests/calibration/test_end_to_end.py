@@ -24,15 +24,41 @@ def test_calibrate_and_eval_on_routerdc(tmp_path: Path, embedder: Embedder) -> N
     data.write_text("\n".join(train + test) + "\n")
     art, rep, cache = tmp_path / "art", tmp_path / "rep", tmp_path / "cache"
     generalist = "cognitivecomputations/dolphin-2.9-llama3-8b"
-    argv = ["calibrate", "--data", str(data), "--out", str(art), "--generalist", generalist, "--cache-dir", str(cache),
-            "--no-progress"]
+    argv = [
+        "calibrate",
+        "--data",
+        str(data),
+        "--out",
+        str(art),
+        "--generalist",
+        generalist,
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
     assert main(argv, encoder=embedder) == 0
     artifact = Artifact.load(art, embedder_name=embedder.name, embedder_dim=embedder.dim)
     assert artifact.generalist == generalist and len(artifact.models) == 7
     assert artifact.manifest["data"]["train_rows"] == len(train)
     assert 0 < artifact.ood_threshold < 1
-    assert main(["eval", "--artifact", str(art), "--data", str(data), "--out", str(rep), "--cache-dir", str(cache),
-                 "--no-progress"], encoder=embedder) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--artifact",
+                str(art),
+                "--data",
+                str(data),
+                "--out",
+                str(rep),
+                "--cache-dir",
+                str(cache),
+                "--no-progress",
+            ],
+            encoder=embedder,
+        )
+        == 0
+    )
     report = json.loads((rep / "report.json").read_text())
     assert report["n"] == len(test) and not report["has_cost"]
     singles = [v["accuracy"] for v in report["single"].values()]
