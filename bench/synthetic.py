@@ -22,7 +22,7 @@ EMBEDDER_NAME, EMBEDDER_DIM = "all-MiniLM-L6-v2", 384
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:
     x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
 def write_synthetic_artifact(out: Path, k: int, models: list[str], n_reference: int = 5000, seed: int = 0,
