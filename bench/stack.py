@@ -6,7 +6,6 @@ The artifact is calibrated once from the routerdc score matrix (``triage calibra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,26 +16,13 @@ DATA = "/work/shared/data/routing/routerdc_7model.jsonl"
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
 
 
-def ascii_jsonl(source: Path, target: Path) -> Path:
-    """The same rows re-serialised with ASCII escapes.
-
-    Some routerdc queries hold U+2028/U+2029, which ``str.splitlines()`` (calibration/data.py) takes for line
-    ends; escaped, every row is one physical line again. Remove once the reader splits on "\\n" only.
-    """
-    if not target.exists():
-        lines = [json.dumps(json.loads(line)) for line in source.read_text().split("\n") if line.strip()]
-        target.write_text("\n".join(lines) + "\n")
-    return target
-
-
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST) -> Path:
     """Calibrate with the project's own CLI unless ``out`` already holds an artifact."""
     if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = ascii_jsonl(Path(data), out.parent / (Path(data).stem + ".ascii.jsonl"))
-        code = calibrate(["calibrate", "--data", str(rows), "--out", str(out), "--generalist", generalist])
+        code = calibrate(["calibrate", "--data", data, "--out", str(out), "--generalist", generalist])
         if code:
             raise RuntimeError(f"triage calibrate exited with {code}")
     return out
