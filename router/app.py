@@ -87,6 +87,11 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # numpy's BLAS pool (the policy's matrix products) gets the embedder's thread cap: on a machine shared
+        # with model servers its default pool made decision p99 4x worse (bench/scaling.py).
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings.embedder.threads)
         model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(Embedder, settings.embedder)
         artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
         metrics = Metrics(registry or CollectorRegistry())

@@ -81,7 +81,8 @@ def route(args: argparse.Namespace) -> int:
             print(f"triage route: --knob {knob} is outside [0, 1]", file=sys.stderr)
             return 2
     rows = []
-    for number, line in enumerate(Path(args.input).read_text().splitlines(), 1):
+    # split on "\n" only: queries contain U+2028/U+0085, which str.splitlines() would treat as line ends
+    for number, line in enumerate(Path(args.input).read_text().split("\n"), 1):
         if not line.strip():
             continue
         try:
