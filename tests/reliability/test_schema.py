@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis  # noqa: E402  (a dev dependency: pyproject.toml)
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (comes with schemathesis)
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
