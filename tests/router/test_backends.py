@@ -1,3 +1,5 @@
+import asyncio
+
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -67,13 +69,16 @@ async def test_stream_returns_after_the_first_chunk_and_relays_the_rest() -> Non
     await pool.aclose()
 
 
-async def test_probe_feeds_the_circuit() -> None:
+async def test_probe_opens_the_circuit_and_only_a_half_open_one_closes_on_success() -> None:
     fake = FakeBackend("m", fault="connect")
-    pool, _ = pool_for(fake, failure_threshold=2)
+    pool, _ = pool_for(fake, failure_threshold=2, open_seconds=0.2)
     assert await pool.probe_all() == {"b": False}
     await pool.probe_all()
     assert pool.available() == set()
     fake.fault = None
     assert await pool.probe_all() == {"b": True}
-    assert pool.available() == {"b"}
+    assert pool.available() == set()  # still open: a listing of models is no proof that generation works
+    await asyncio.sleep(0.25)
+    assert await pool.probe_all() == {"b": True}
+    assert pool["b"].circuit.state == "closed" and pool.available() == {"b"}
     await pool.aclose()
