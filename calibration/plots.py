@@ -39,6 +39,17 @@ def heatmap(
     labels = [f"{c} (n={int(counts[c])})" if counts is not None else str(c) for c in range(k)]
     ax.set_yticks(range(k), labels, fontsize=7)
     ax.set_ylabel("cluster")
+    if values.size <= 600:  # numbers in the cells while they still fit
+        for (c, j), v in np.ndenumerate(values):
+            ax.text(
+                j,
+                c,
+                f"{100 * v:.0f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if v < 0.5 else "black",
+            )
     if cliff is not None:
         ys, xs = np.nonzero(cliff)
         ax.scatter(xs, ys, marker="x", color="red", s=30, label="cliff (ineligible)")
@@ -51,7 +62,41 @@ def heatmap(
     plt.close(fig)
 
 
+def accuracy_bars(path: Path, result: dict[str, Any], title: str) -> None:
+    """Equal prices: there is no cost axis, so compare accuracies as bars."""
+    plt = _plt()
+    best_av = max(result["avengers"], key=lambda p: p["accuracy"])
+    bars = [
+        ("oracle", result["oracle"]["accuracy"], "gold"),
+        ("Triage knob 1", result["triage"][-1]["accuracy"], "C0"),
+        (f"Avengers-Pro-style (alpha {best_av['alpha']:g})", best_av["accuracy"], "C1"),
+    ]
+    bars += [
+        (short(m), v["accuracy"], "0.6")
+        for m, v in sorted(result["single"].items(), key=lambda kv: -kv[1]["accuracy"])
+    ]
+    bars.append(("random", result["random"]["accuracy"], "0.3"))
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(bars) + 1.5))
+    names, values, colours = zip(*bars, strict=True)
+    ax.barh(range(len(bars)), values, color=colours)
+    for i, v in enumerate(values):
+        ax.text(v + 0.003, i, f"{100 * v:.2f} %", va="center", fontsize=8)
+    ax.set_yticks(range(len(bars)), names, fontsize=8)
+    ax.invert_yaxis()
+    lo = min(values)
+    ax.set_xlim(max(0.0, lo - 0.1), min(1.0, max(values) + 0.08))
+    ax.set_xlabel("accuracy (all models priced equal: no cost axis)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def frontier_plot(path: Path, result: dict[str, Any], title: str) -> None:
+    if not result["has_cost"]:
+        accuracy_bars(path, result, title)
+        return
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     tri = result["triage"]
