@@ -27,7 +27,7 @@ import httpx
 from bench.fleet import FakeProcess, metric_values
 from bench.outcomes import FAILURES, HONEST, Tally, judge_error, judge_json, judge_stream
 
-DATA = Path("/work/shared/data/routing/routerdc_7model.jsonl")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7model.jsonl"
 KNOBS = ("triage", "triage:quality", "triage:cost", "triage:0.3")
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from bench.fleet import FakeProcess, TriageProcess, fleet_config
 
-DATA = "/work/shared/data/routing/routerdc_7model.jsonl"
+# ../shared/data beside the checkout (as make run and make test expect)
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7model.jsonl")
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
 
 
