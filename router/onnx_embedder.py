@@ -1,0 +1,107 @@
+"""Query embeddings on onnxruntime: the same vectors as ``router.embedder.Embedder``, without torch.
+
+``OnnxEmbedder`` loads a directory written by ``python -m router.onnx_export`` (``model.onnx``, the
+tokenizer, ``export.json``). The graph is the whole sentence-transformers pipeline (transformer, mean
+pooling, L2 normalisation) of the same weights, so its vectors match the torch embedder's to float error
+(tests/router/test_onnx_embedder.py checks < 1e-4 on real routing queries) and it carries the same
+``name``: a calibration artifact made with either backend serves with the other.
+
+Tokenisation matches sentence-transformers: lower-cased WordPiece, ``[CLS] ... [SEP]``, truncated to the
+model's ``max_seq_length`` (256 tokens for all-MiniLM-L6-v2), padded per batch. Texts are sorted by length
+before batching so that a batch pads little.
+
+``load_encoder(settings, backend, onnx_path)`` picks the backend for the app's lifespan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from router.embedder import Embedder, EmbedderError, TextEncoder, Vectors
+from router.settings import EmbedderSettings
+
+MODEL_FILE = "model.onnx"
+META_FILE = "export.json"
+TOKENIZER_FILE = "tokenizer.json"
+EXPORT_HINT = "run: python -m router.onnx_export --out <dir>"
+
+
+class OnnxEmbedder:
+    """An exported sentence-transformers model on onnxruntime (CPU); unit-norm float32 vectors."""
+
+    def __init__(self, path: str | Path, settings: EmbedderSettings | None = None) -> None:
+        settings = settings or EmbedderSettings()
+        import json
+
+        import onnxruntime as ort  # heavy: imported only when a model is built
+        from threadpoolctl import threadpool_limits
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if not (path / MODEL_FILE).is_file() or not (path / META_FILE).is_file():
+            raise EmbedderError(f"no ONNX embedding model in {path.name!r} ({EXPORT_HINT})")
+        try:
+            meta: dict[str, Any] = json.loads((path / META_FILE).read_text())
+        except ValueError:
+            raise EmbedderError(f"{META_FILE} in {path.name!r} is not valid JSON ({EXPORT_HINT})") from None
+        if meta.get("name") != settings.name:
+            # The name is the artifact's compatibility key: only the weights it names may carry it.
+            raise EmbedderError(f"the ONNX model in {path.name!r} is {meta.get('name')!r}, not {settings.name!r}")
+        self.name: str = settings.name
+        self.dim: int = int(meta["dim"])
+        self.max_seq_length: int = int(meta["max_seq_length"])
+
+        # numpy's BLAS (the policy's matrix products) gets the same cap as the model (see Embedder).
+        threadpool_limits(settings.threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle workers must not spin: on a machine shared with CPU model servers they would steal its cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session: Any = ort.InferenceSession(str(path / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+
+        tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+        tokenizer.no_padding()  # tokenizer.json pads to a fixed 128; we pad each batch to its longest text
+        tokenizer.enable_truncation(max_length=self.max_seq_length)
+        self._tokenizer: Any = tokenizer
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> Vectors:
+        """Unit-norm vectors, shape (len(texts), dim). ``progress`` is accepted for ``Embedder``'s signature."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        # One text at a time: encode_batch would start tokenizers' own thread pool beside the capped model.
+        ids = [self._tokenizer.encode(text).ids for text in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            out[chunk] = self._run([ids[i] for i in chunk])
+        return out
+
+    def _run(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+        width = max(len(ids) for ids in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)  # [PAD] is id 0
+        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, :len(ids)] = ids
+            attention_mask[row, :len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "token_type_ids": np.zeros_like(input_ids)}
+        (vectors,) = self._session.run(["sentence_embedding"], feeds)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx"] = "torch",
+                 onnx_path: str | Path | None = None) -> TextEncoder:
+    """The embedding model the settings ask for: sentence-transformers on torch, or its ONNX export."""
+    if backend == "onnx":
+        if onnx_path is None:
+            raise EmbedderError(f"the onnx embedder backend needs an exported model directory ({EXPORT_HINT})")
+        return OnnxEmbedder(onnx_path, settings)
+    return Embedder(settings)
