@@ -1,0 +1,114 @@
+"""The ONNX embedder gives the torch embedder's vectors (so it may carry the same name), without torch."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.embedder import Embedder, EmbedderError
+from router.onnx_embedder import OnnxEmbedder, load_encoder
+from router.onnx_export import META_FILE, MODEL_FILE, export
+from router.settings import EmbedderSettings
+
+REPO = Path(__file__).resolve().parents[2]
+EXPORT_DIR = REPO / "var" / "cache" / "onnx" / "minilm"  # reused across sessions while the weights are the same
+
+
+@pytest.fixture(scope="module")
+def onnx_dir() -> Path:
+    return export(EXPORT_DIR)
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(onnx_dir: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(onnx_dir)
+
+
+@pytest.fixture(scope="module")
+def routing_queries(shared_data: Path) -> list[str]:
+    """300 real routing queries, every length the data has (the longest pass 256 tokens and are truncated)."""
+    text = (shared_data / "routing" / "routerdc_7model.jsonl").read_text()
+    queries = sorted({json.loads(line)["query"] for line in text.split("\n") if line.strip()})
+    return random.Random(7).sample(queries, 290) + sorted(queries, key=len)[-10:]
+
+
+def test_vectors_match_the_torch_embedder_on_real_routing_queries(
+    onnx_embedder: OnnxEmbedder, embedder: Embedder, routing_queries: list[str]
+) -> None:
+    expected = embedder.encode(routing_queries)
+    got = onnx_embedder.encode(routing_queries)
+    assert got.shape == expected.shape == (300, 384) and got.dtype == np.float32
+    assert float(np.abs(got - expected).max()) < 1e-4
+    assert onnx_embedder.name == embedder.name and onnx_embedder.dim == embedder.dim
+
+
+def test_vectors_are_unit_norm(onnx_embedder: OnnxEmbedder, routing_queries: list[str]) -> None:
+    vectors = onnx_embedder.encode(routing_queries[:50])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_a_text_gets_the_same_vector_alone_and_in_a_padded_batch(
+    onnx_embedder: OnnxEmbedder, routing_queries: list[str]
+) -> None:
+    texts = routing_queries[:20]
+    batched = onnx_embedder.encode(texts, batch_size=8)
+    alone = np.vstack([onnx_embedder.encode([text]) for text in texts])
+    assert np.abs(batched - alone).max() < 1e-5
+
+
+def test_empty_text_and_empty_list(onnx_embedder: OnnxEmbedder, embedder: Embedder) -> None:
+    assert onnx_embedder.encode([]).shape == (0, 384)
+    vector = onnx_embedder.encode([""])
+    assert np.abs(vector - embedder.encode([""])).max() < 1e-4
+
+
+def test_long_texts_are_truncated_to_max_seq_length_like_sentence_transformers(
+    onnx_embedder: OnnxEmbedder, embedder: Embedder
+) -> None:
+    assert onnx_embedder.max_seq_length == embedder._model.max_seq_length == 256
+    head = " ".join(f"word{i % 10}" for i in range(400))  # far more than 256 tokens
+    long_a, long_b = head + " apples and pears", head + " an entirely different ending"
+    vectors = onnx_embedder.encode([long_a, long_b])
+    assert np.abs(vectors[0] - vectors[1]).max() == 0  # the endings lie past the cut
+    assert np.abs(vectors - embedder.encode([long_a, long_b])).max() < 1e-4
+
+
+def test_a_missing_model_dir_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderError, match="no ONNX embedding model in 'absent'.*router.onnx_export"):
+        OnnxEmbedder(tmp_path / "absent")
+
+
+def test_an_export_of_another_model_is_refused_under_this_name(onnx_dir: Path) -> None:
+    with pytest.raises(EmbedderError, match="is 'all-MiniLM-L6-v2', not 'other-model'"):
+        OnnxEmbedder(onnx_dir, EmbedderSettings(name="other-model"))
+
+
+def test_load_encoder_picks_the_backend(onnx_dir: Path) -> None:
+    assert isinstance(load_encoder(EmbedderSettings(), "onnx", onnx_dir), OnnxEmbedder)
+    with pytest.raises(EmbedderError, match="needs an exported model directory"):
+        load_encoder(EmbedderSettings(), "onnx", None)
+
+
+def test_an_export_of_the_same_weights_is_reused(onnx_dir: Path) -> None:
+    before = (onnx_dir / MODEL_FILE).stat().st_mtime_ns, (onnx_dir / META_FILE).read_text()
+    assert export(onnx_dir) == onnx_dir
+    assert ((onnx_dir / MODEL_FILE).stat().st_mtime_ns, (onnx_dir / META_FILE).read_text()) == before
+    meta = json.loads(before[1])
+    assert meta["name"] == "all-MiniLM-L6-v2" and meta["check_max_abs_diff"] < 1e-4 and len(meta["source_sha256"]) == 64
+
+
+def test_the_onnx_embedder_runs_without_torch(onnx_dir: Path) -> None:
+    script = (
+        "import sys\n"
+        "from router.onnx_embedder import OnnxEmbedder\n"
+        f"vectors = OnnxEmbedder({str(onnx_dir)!r}).encode(['What is 2 + 2?'])\n"
+        "assert vectors.shape == (1, 384), vectors.shape\n"
+        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=120)
