@@ -28,6 +28,9 @@ MODEL_FILE = "model.onnx"
 META_FILE = "export.json"
 TOKENIZER_FILE = "tokenizer.json"
 EXPORT_HINT = "run: python -m router.onnx_export --out <dir>"
+# Attention memory grows with batch * width^2: a batch of long texts is cut down to this many cells per head
+# (64 texts of 128 tokens), which bounds the peak (and so the RSS, which glibc never gives back) near 200 MiB.
+MAX_ATTENTION_CELLS = 64 * 128 * 128
 
 
 class OnnxEmbedder:
@@ -62,6 +65,8 @@ class OnnxEmbedder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Shapes change with every batch, so the arena would only keep the largest batch's buffers for good.
+        options.enable_cpu_mem_arena = False
         # Idle workers must not spin: on a machine shared with CPU model servers they would steal its cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session: Any = ort.InferenceSession(str(path / MODEL_FILE), options, providers=["CPUExecutionProvider"])
@@ -78,10 +83,13 @@ class OnnxEmbedder:
             return out
         # One text at a time: encode_batch would start tokenizers' own thread pool beside the capped model.
         ids = [self._tokenizer.encode(text).ids for text in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            out[chunk] = self._run([ids[i] for i in chunk])
+        chunk: list[int] = []
+        for i in sorted(range(len(texts)), key=lambda i: len(ids[i])):  # by length: a batch pads little
+            if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * len(ids[i]) ** 2 > MAX_ATTENTION_CELLS):
+                out[chunk] = self._run([ids[j] for j in chunk])
+                chunk = []
+            chunk.append(i)
+        out[chunk] = self._run([ids[j] for j in chunk])
         return out
 
     def _run(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
