@@ -97,6 +97,9 @@ def write_artifact(
             "threshold": fit.ood_threshold,
             "quantile": extra.get("ood_quantile"),
             "held_out_quantiles": fit.ood_quantiles,
+            "cluster_thresholds": None
+            if fit.cluster_thresholds is None
+            else [float(v) for v in fit.cluster_thresholds],
             "calibrated_on": "validation slice of the train rows, scored against the other train rows",
         }
         (tmp / "ood.json").write_text(json.dumps(ood, indent=1) + "\n")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from calibration.data import hash_fraction
 from calibration.metrics import aiq
 from router.artifact import Artifact
+from router.clusters import nearest
 from router.ood import knn
 from router.policy import Policy
 
@@ -35,9 +36,13 @@ class FitConfig:
     prior_strength: float = 10.0  # pseudo-queries of the model's global accuracy in every cluster
     cliff_confidence: float = 0.9  # P(specialist < generalist) needed to mark a cliff
     ood_k: int = 10
-    ood_quantile: float = (
-        0.95  # in-domain held-out queries above this quantile are flagged (5 % false alarms)
-    )
+    # Held-out in-domain queries above this quantile are flagged: 5 % false alarms by construction.
+    ood_quantile: float = 0.95
+    # One threshold per cluster (the quantile of the held-out rows nearest to it) instead of one global one:
+    # a dense domain's neighbourhood is tight, so a query that is far *for that cluster* is flagged even when
+    # it would pass the global threshold inflated by sparse domains.
+    ood_per_cluster: bool = False  # measured on train-only leave-one-domain-out: no better (docs/results.md)
+    min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
     knn_k: int = 20
@@ -70,6 +75,7 @@ class FitResult:
     ood_k: int
     ood_threshold: float
     ood_quantiles: dict[str, float]
+    cluster_thresholds: Floats | None
     reference: Matrix
     reference_scores: Matrix
     global_accuracy: Floats
@@ -147,6 +153,7 @@ def in_memory_artifact(
     knn_k: int,
     ood_k: int,
     ood_threshold: float,
+    cluster_thresholds: Floats | None = None,
 ) -> Artifact:
     """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
     art = Artifact()
@@ -161,6 +168,9 @@ def in_memory_artifact(
         min(knn_k, len(reference)),
         min(ood_k, len(reference)),
         ood_threshold,
+    )
+    art.ood_cluster_thresholds = (
+        np.full(len(centroids), ood_threshold) if cluster_thresholds is None else cluster_thresholds
     )
     return art
 
@@ -263,6 +273,7 @@ def fit(
     # Final clusters and table on every train row; reference = all train rows (capped, seeded subsample).
     centroids, labels = kmeans(embeddings, k, config.seed)
     table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
+    cluster_thresholds = per_cluster_thresholds(val_x, val_ood, centroids, threshold, config)
     keep = np.arange(len(embeddings))
     if len(keep) > config.max_reference:
         keep = np.sort(
@@ -280,12 +291,26 @@ def fit(
         ood_k=config.ood_k,
         ood_threshold=threshold,
         ood_quantiles=quantiles,
+        cluster_thresholds=cluster_thresholds if config.ood_per_cluster else None,
         reference=embeddings[keep].astype(np.float32),
         reference_scores=scores[keep].astype(np.float32),
         global_accuracy=scores.mean(axis=0),
         selection=selection,
         validation_ood_scores=val_ood,
     )
+
+
+def per_cluster_thresholds(
+    val_x: Matrix, val_ood: Floats, centroids: Matrix, threshold: float, config: FitConfig
+) -> Floats:
+    """The ``ood_quantile`` of the held-out rows nearest to each cluster (global threshold if too few)."""
+    nearest_cluster = nearest(val_x, centroids)
+    out = np.full(len(centroids), threshold)
+    for c in range(len(centroids)):
+        member = val_ood[nearest_cluster == c]
+        if len(member) >= config.min_cluster_validation:
+            out[c] = float(np.quantile(member, config.ood_quantile))
+    return out
 
 
 def small_fit(
@@ -312,6 +337,7 @@ def small_fit(
         ood_k=ood_k,
         ood_threshold=float(np.quantile(loo, config.ood_quantile)),
         ood_quantiles=quantiles,
+        cluster_thresholds=None,
         reference=embeddings.astype(np.float32),
         reference_scores=scores.astype(np.float32),
         global_accuracy=scores.mean(axis=0),

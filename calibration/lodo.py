@@ -42,6 +42,7 @@ def policy_from(result: FitResult, models: list[str], generalist: str) -> Policy
         knn_k=result.knn_k,
         ood_k=result.ood_k,
         ood_threshold=result.ood_threshold,
+        cluster_thresholds=result.cluster_thresholds,
     )
     return Policy(art)
 

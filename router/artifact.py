@@ -100,6 +100,7 @@ class Artifact:
     reference_scores: Matrix  # (n_ref, m)
     ood_k: int
     ood_threshold: float
+    ood_cluster_thresholds: npt.NDArray[np.float64]  # (k,) per nearest cluster; all = threshold if absent
     soft_top: int
     temperature: float
     knn_weight: float
@@ -250,5 +251,14 @@ class Artifact:
             )
         self.ood_k = k_neighbors
         self.ood_threshold = _finite(ood.get("threshold"), "ood.json: threshold")
+        per_cluster = ood.get("cluster_thresholds")
+        if per_cluster is None:
+            self.ood_cluster_thresholds = np.full(self.k, self.ood_threshold)
+        else:
+            if not isinstance(per_cluster, list) or len(per_cluster) != self.k:
+                raise ArtifactError(f"ood.json: cluster_thresholds must be a list of k={self.k} numbers")
+            self.ood_cluster_thresholds = np.array(
+                [_finite(v, f"ood.json: cluster_thresholds[{c}]") for c, v in enumerate(per_cluster)]
+            )
         if self.knn_k > self.reference.shape[0]:
             raise ArtifactError("manifest.json: policy.knn_k exceeds the number of reference vectors")

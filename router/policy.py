@@ -114,7 +114,7 @@ class Policy:
         return Estimates(
             cluster=cluster,
             ood_score=ood_score,
-            is_ood=ood_score > a.ood_threshold,
+            is_ood=ood_score > a.ood_cluster_thresholds[cluster],
             accuracy=accuracy,
             cost=cost,
         )
