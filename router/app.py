@@ -21,9 +21,10 @@ from router.artifact import Artifact, ArtifactError
 from router.auth import Authenticator
 from router.backends import BackendPool, TransportFactory
 from router.decisionlog import DecisionLog
-from router.embedder import BatchingEmbedder, Embedder, TextEncoder
+from router.embedder import BatchingEmbedder, TextEncoder
 from router.errors import PayloadTooLarge, error_response, install_handlers
 from router.metrics import Metrics
+from router.onnx_embedder import load_encoder
 from router.service import Routing, Triage
 from router.settings import Settings
 
@@ -92,7 +93,8 @@ def create_app(
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(settings.embedder.threads)
-        model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(Embedder, settings.embedder)
+        model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(
+            load_encoder, settings.embedder, settings.embedder.backend, settings.embedder.onnx_path)
         artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
         metrics = Metrics(registry or CollectorRegistry())
         embedder = BatchingEmbedder(model, settings.embedder)

