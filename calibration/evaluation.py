@@ -122,9 +122,13 @@ def evaluate(
         "triage_frontier": frontier([(p["cost"], p["accuracy"]) for p in triage]),
     }
     if has_cost:
+        # Every router may also send everything to the cheapest model, so its point anchors both hulls: a
+        # router that only reaches the dear end gets no credit for the cheap end it cannot serve.
+        cheapest = min(single.values(), key=lambda v: (v["cost"], -v["accuracy"]))
+        anchor = [(cheapest["cost"], cheapest["accuracy"])]
         result["aiq"] = {
-            "triage": aiq([(p["cost"], p["accuracy"]) for p in triage], cmin, cmax),
-            "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers], cmin, cmax),
+            "triage": aiq([(p["cost"], p["accuracy"]) for p in triage] + anchor, cmin, cmax),
+            "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
             "cost_range": [cmin, cmax],
         }
     result["in_domain_ood_scores"] = est.ood_score
