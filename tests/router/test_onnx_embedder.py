@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router.artifact import Artifact
 from router.embedder import Embedder, EmbedderError
 from router.onnx_embedder import OnnxEmbedder, load_encoder
 from router.onnx_export import META_FILE, MODEL_FILE, export
@@ -112,3 +113,29 @@ def test_the_onnx_embedder_runs_without_torch(onnx_dir: Path) -> None:
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=120)
+
+
+def test_the_server_on_the_onnx_backend_decides_as_on_torch(
+    onnx_dir: Path, artifact: Artifact, embedder: Embedder, tmp_path: Path
+) -> None:
+    """The app builds its own ONNX encoder from settings (no injection) and routes exactly as with torch."""
+    import httpx
+
+    from router.app import create_app
+    from tests.fakes import FakeBackend, fleet_config
+    from tests.server import serve
+
+    queries = ["What is 17 * 23?", "下列关于中国历史的说法正确的是", "Which gas do plants absorb from the air?",
+               "Write a Python function that reverses a linked list.", "Plan a honeymoon in Lisbon."]
+    decisions = {}
+    for backend in ("torch", "onnx"):
+        settings = fleet_config(artifact, tmp_path, embedder={"backend": backend, "onnx_path": str(onnx_dir)})
+        fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
+        app = create_app(settings, encoder=embedder if backend == "torch" else None,
+                         transport_for=lambda b, fakes=fakes: fakes[b.name].transport())
+        with serve(app) as url:
+            decisions[backend] = [
+                {k: v for k, v in httpx.post(url + "/v1/route", json={
+                    "model": "triage:quality", "messages": [{"role": "user", "content": q}]}).json().items()
+                 if k in ("backend", "cluster", "reason")} for q in queries]
+    assert decisions["onnx"] == decisions["torch"]
