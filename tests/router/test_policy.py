@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from router.artifact import Artifact
+from router.artifact import Artifact, ArtifactError
 from router.policy import Policy
 from tests.router.test_artifact import DIM, write_artifact
 
@@ -85,3 +86,16 @@ def test_decide_validates_input(tmp_path: Path) -> None:
         p.decide(unit(IN_CLUSTER_0), 1.5)
     with pytest.raises(ValueError, match="shape"):
         p.decide(np.zeros((1, DIM + 1), np.float32), 1.0)
+
+
+def test_per_cluster_ood_thresholds(tmp_path: Path) -> None:
+    path = write_artifact(tmp_path / "a")
+    ood = json.loads((path / "ood.json").read_text())
+    (path / "ood.json").write_text(json.dumps({**ood, "cluster_thresholds": [0.0, 0.5]}))
+    p = Policy(Artifact.load(path))
+    near_0, near_1 = p.decide(np.vstack([unit(IN_CLUSTER_0), unit(IN_CLUSTER_1)]), 1.0)
+    assert near_0.is_ood and near_0.reason == "ood_fallback"  # cluster 0 tolerates no distance at all
+    assert not near_1.is_ood
+    (path / "ood.json").write_text(json.dumps({**ood, "cluster_thresholds": [0.1]}))
+    with pytest.raises(ArtifactError, match="cluster_thresholds must be a list of k=2"):
+        Artifact.load(path)
