@@ -52,7 +52,8 @@ def heatmap(
             )
     if cliff is not None:
         ys, xs = np.nonzero(cliff)
-        ax.scatter(xs, ys, marker="x", color="red", s=30, label="cliff (ineligible)")
+        # In the cell's corner, so the accuracy printed in the cell stays readable.
+        ax.scatter(xs + 0.33, ys - 0.25, marker="x", color="red", s=22, label="cliff (ineligible)")
         if len(xs):
             ax.legend(loc="upper right", fontsize=7, bbox_to_anchor=(1.0, 1.12))
     fig.colorbar(im, ax=ax, label="accuracy")
