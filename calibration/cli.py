@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--holdout-domains", default="", help="comma-separated domains left out of fitting")
     cal.add_argument("--ood-quantile", type=float, default=0.95)
     cal.add_argument("--live", action="store_true", help="measure the score matrix on running backends")
+    cal.add_argument("--from-log", type=Path, help="fold feedback joined to this decision log into --artifact")
+    cal.add_argument("--artifact", type=Path, help="--from-log: the artifact the logged decisions were made with")
     cal.add_argument("--config", type=Path, help="router config with backends (for --live)")
     cal.add_argument("--gold", type=Path, help="gold questions JSONL (for --live)")
     cal.add_argument("--limit", type=int, help="--live: first N gradable gold questions")
@@ -109,6 +111,13 @@ def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
 def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = None) -> int:
     started = time.monotonic()
     command = "triage " + shlex.join(args.argv)
+    if args.from_log:
+        from calibration.feedback import from_log
+
+        if not args.artifact:
+            raise UsageError("--from-log needs --artifact (the artifact the logged decisions were made with)")
+        print(f"{from_log(args.from_log, args.artifact, args.out)}; artifact written: {args.out}")
+        return 0
     if args.live:
         from calibration.live import run_live
 

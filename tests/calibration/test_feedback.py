@@ -79,3 +79,16 @@ def test_the_folded_artifact_routes(artifact: Artifact, tmp_path: Path) -> None:
     folded = Artifact.load(tmp_path / "next")
     vectors = np.load(artifact.path / "centroids.npy")[:2]
     assert len(Policy(folded).decide(vectors, 1.0)) == 2
+
+
+def test_the_command_line(artifact: Artifact, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from calibration.cli import main
+
+    log = tmp_path / "decisions.jsonl"
+    write_log(log, [(1, artifact.models[0], 1.0)] * 30)
+    assert main(["calibrate", "--from-log", str(log), "--artifact", str(artifact.path), "--out",
+                 str(tmp_path / "next")]) == 0
+    assert "folded 30 observed outcomes" in capsys.readouterr().out
+    assert Artifact.load(tmp_path / "next").manifest["feedback"][0]["joined"] == 30
+    assert main(["calibrate", "--from-log", str(log), "--out", str(tmp_path / "other")]) == 2
+    assert "--from-log needs --artifact" in capsys.readouterr().err
