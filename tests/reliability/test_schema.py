@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 import schemathesis  # noqa: E402  (a dev dependency: pyproject.toml)
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (comes with schemathesis)
 from hypothesis.errors import Unsatisfiable  # noqa: E402
