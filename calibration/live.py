@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
@@ -213,27 +214,10 @@ def run_live(args: argparse.Namespace, client: httpx.AsyncClient | None = None) 
     cache = AnswerCache(out.parent / f"{out.name}.answers.jsonl")
 
     async def go() -> None:
-        if client is not None:
-            await collect(
-                settings.backends,
-                questions,
-                cache,
-                args.concurrency,
-                args.max_tokens,
-                client,
-                not args.no_progress,
-            )
-            return
-        async with httpx.AsyncClient() as own:
-            await collect(
-                settings.backends,
-                questions,
-                cache,
-                args.concurrency,
-                args.max_tokens,
-                own,
-                not args.no_progress,
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            http = client if client is not None else await stack.enter_async_context(httpx.AsyncClient())
+            await collect(settings.backends, questions, cache, args.concurrency, args.max_tokens, http,
+                          not args.no_progress)
 
     asyncio.run(go())
     scores = out.parent / f"{out.name}.scores.jsonl"
