@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.fleet import free_port
 
 
 class Prometheus:
@@ -38,11 +39,6 @@ class Prometheus:
         return dict(httpx.get(self.url + "/api/v1/query_range", params=params, timeout=30).json())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @contextmanager
 def run_prometheus(workdir: Path, scrape_s: float = 1.0, timeout: float = 60.0) -> Iterator[Prometheus]:
@@ -50,7 +46,7 @@ def run_prometheus(workdir: Path, scrape_s: float = 1.0, timeout: float = 60.0) 
     if binary is None:
         raise RuntimeError("Prometheus is not installed: apt-get install prometheus (scripts/test.sh does)")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     config = workdir / "prometheus.yml"
     config.write_text(f"global: {{scrape_interval: {scrape_s}s, evaluation_interval: {scrape_s}s}}\n")
     log_path = workdir / "prometheus.log"

@@ -11,11 +11,11 @@ scripts/setup-backend.sh, which returns in seconds when .venv-vllm and the conve
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.fleet import free_port
 from specialists import launcher
 from specialists.fleet import load_fleet
 
@@ -36,11 +36,6 @@ class LocalVLLM:
         launcher.stop(self.server, grace=20)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def start_local_vllm(
     tmp_dir: Path, fleet_path: Path = LOCAL_FLEET, timeout: float = START_TIMEOUT_S
@@ -52,7 +47,7 @@ def start_local_vllm(
         raise launcher.LauncherError(f"scripts/setup-backend.sh failed:\n{output}")
     fleet = load_fleet(fleet_path)
     [server] = fleet.servers  # the local fleet is one server by design
-    port = _free_port()
+    port = free_port()
     spec = server.launch
     env = {**spec.environment(), "VLLM_CPU_KVCACHE_SPACE": "1"}
     argv = spec.argv(fleet.base_dir, port=port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,13 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.fleet import free_port
+
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

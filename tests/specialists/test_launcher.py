@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.fleet import free_port
 from specialists import cli, launcher
-from tests.specialists.conftest import free_port
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
