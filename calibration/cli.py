@@ -169,6 +169,8 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "objective": "AIQ over the knob sweep" if train.has_cost else "accuracy at knob 1",
         "prior_strength": config.prior_strength,
         "cliff_confidence": config.cliff_confidence,
+        "cliff_margin": result.cliff_margin,
+        "cliff_margin_selection": result.margin_selection,
         "ood_quantile": config.ood_quantile,
     }
 
@@ -237,6 +239,7 @@ def write_artifact_from(
             "shrinkage": {
                 "prior_strength": config.prior_strength,
                 "cliff_confidence": config.cliff_confidence,
+                "cliff_margin": float(result.cliff_margin),
             },
         },
         write_human=human,

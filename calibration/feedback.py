@@ -95,6 +95,7 @@ def fold(artifact: Artifact, observed: Observed) -> tuple[dict[str, Any], dict[s
     shrinkage = artifact.manifest.get("shrinkage", {})
     prior = float(shrinkage.get("prior_strength", 10.0))
     confidence = float(shrinkage.get("cliff_confidence", 0.9))
+    margin = float(shrinkage.get("cliff_margin", 0.0))  # the rule calibration used (absent: the original, 0)
     z = norm.ppf(0.95)
     generalist = artifact.generalist
     cliffs: dict[str, list[int]] = {m: [] for m in artifact.models}
@@ -125,7 +126,7 @@ def fold(artifact: Artifact, observed: Observed) -> tuple[dict[str, Any], dict[s
                 cell["lower"] = round(max(0.0, mean[model] - z * sd), 6)
                 cell["upper"] = round(min(1.0, mean[model] + z * sd), 6)
             if model in rejudge:
-                p_below = norm.cdf((mean[generalist] - mean[model]) / math.sqrt(var[model] + var[generalist]))
+                p_below = norm.cdf((mean[generalist] - mean[model] - margin) / math.sqrt(var[model] + var[generalist]))
                 cell["cliff"] = bool(model != generalist and p_below > confidence)
             if cell["cliff"]:
                 cliffs[model].append(cid)

@@ -34,7 +34,13 @@ KNOBS = np.round(np.linspace(0, 1, 11), 2)
 class FitConfig:
     k_candidates: tuple[int, ...] = (4, 8, 12, 16, 24, 32, 48, 64)
     prior_strength: float = 10.0  # pseudo-queries of the model's global accuracy in every cluster
-    cliff_confidence: float = 0.9  # P(specialist < generalist) needed to mark a cliff
+    cliff_confidence: float = 0.9  # P(specialist < generalist - margin) needed to mark a cliff
+    # Cliff margin (absolute accuracy): a model is past its cliff only where it is *more than* this much below
+    # the generalist with ``cliff_confidence``. A cheap model uniformly a little weaker than the generalist is
+    # not a specialist out of its domain. Chosen on the validation slice among these (ties: the smaller);
+    # ``cliff_margin`` set fixes it instead. 0.0 is the original rule.
+    cliff_margins: tuple[float, ...] = (0.0, 0.05, 0.10, 0.15)
+    cliff_margin: float | None = None
     ood_k: int = 10
     # Held-out in-domain queries above this quantile are flagged: 5 % false alarms by construction.
     ood_quantile: float = 0.95
@@ -81,6 +87,8 @@ class FitResult:
     global_accuracy: Floats
     selection: list[dict[str, Any]] = field(default_factory=list)
     validation_ood_scores: Floats = field(default_factory=lambda: np.zeros(0))
+    cliff_margin: float = 0.0
+    margin_selection: list[dict[str, Any]] = field(default_factory=list)
 
 
 def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[np.intp]]:
@@ -99,13 +107,15 @@ def beta_table(
     generalist: int,
     prior_strength: float,
     cliff_confidence: float,
+    cliff_margin: float = 0.0,
 ) -> Table:
     """Per cluster and model: raw accuracy, Beta posterior shrunk toward the model's global accuracy, cliffs.
 
     Prior Beta(s * p_global, s * (1 - p_global)) with s = ``prior_strength``; fractional scores count as
     fractional successes. A specialist has a cliff in a cluster when the posterior probability that it is
     less accurate than the generalist there exceeds ``cliff_confidence`` (normal approximation of the two
-    posteriors, treated as independent, which is conservative for paired data).
+    posteriors, treated as independent, which is conservative for paired data). With ``cliff_margin`` > 0 the
+    event is "more than ``cliff_margin`` less accurate": a cliff, not a slope.
     """
     m = scores.shape[1]
     p_global = np.clip(scores.mean(axis=0), 1e-3, 1 - 1e-3)
@@ -122,7 +132,7 @@ def beta_table(
     safe_counts = np.maximum(counts, 1)
     accuracy = np.where(counts > 0, successes / safe_counts, p_global[None, :])
     mean_cost = np.where(counts > 0, (onehot.T @ costs) / safe_counts, costs.mean(axis=0)[None, :])
-    gap = estimate[:, [generalist]] - estimate
+    gap = estimate[:, [generalist]] - estimate - cliff_margin
     p_below = norm.cdf(gap / np.sqrt(var + var[:, [generalist]]))
     cliff = p_below > cliff_confidence
     cliff[:, generalist] = False
@@ -223,15 +233,10 @@ def fit(
     best: tuple[float, int, int, float, float] | None = None
     combos = list(itertools.product(candidates, config.soft_options, config.knn_weights))
     tables: dict[int, tuple[Matrix, Table]] = {}
-    for k, (soft_top, temperature), knn_weight in tqdm(combos, desc="model selection", disable=not progress):
-        if k not in tables:
-            centroids, labels = kmeans(fit_x, k, config.seed)
-            tables[k] = (
-                centroids,
-                beta_table(labels, k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence),
-            )
-        centroids, table = tables[k]
-        art = in_memory_artifact(
+    labels_by_k: dict[int, npt.NDArray[np.intp]] = {}
+
+    def candidate(centroids: Matrix, table: Table, soft_top: int, temperature: float, knn_weight: float) -> Artifact:
+        return in_memory_artifact(
             models,
             generalist,
             reference_model,
@@ -247,7 +252,20 @@ def fit(
             ood_k=config.ood_k,
             ood_threshold=np.inf,
         )
-        points = sweep(Policy(art), val_x, val_s, val_c)
+
+    first_margin = config.cliff_margin if config.cliff_margin is not None else 0.0
+    for k, (soft_top, temperature), knn_weight in tqdm(combos, desc="model selection", disable=not progress):
+        if k not in tables:
+            centroids, labels = kmeans(fit_x, k, config.seed)
+            labels_by_k[k] = labels
+            tables[k] = (
+                centroids,
+                beta_table(
+                    labels, k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence, first_margin
+                ),
+            )
+        centroids, table = tables[k]
+        points = sweep(Policy(candidate(centroids, table, soft_top, temperature, knn_weight)), val_x, val_s, val_c)
         score = quality(points, val_s, val_c)
         selection.append(
             {
@@ -263,7 +281,26 @@ def fit(
         if best is None or score > best[0] + 1e-9:
             best = (score, k, soft_top, temperature, knn_weight)
     assert best is not None
-    _, k, soft_top, temperature, knn_weight = best
+    best_score, k, soft_top, temperature, knn_weight = best
+
+    # Cliff margin: with the chosen settings, each candidate margin on the same validation slice (the same
+    # objective); ties keep the smaller margin, so margin 0 (the original rule) stays unless another beats it.
+    margin, margin_selection = first_margin, []
+    if config.cliff_margin is None:
+        best_margin = (-np.inf, first_margin)
+        for cand in config.cliff_margins:
+            table = beta_table(
+                labels_by_k[k], k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence, cand
+            )
+            art = candidate(tables[k][0], table, soft_top, temperature, knn_weight)
+            points = sweep(Policy(art), val_x, val_s, val_c)
+            score, acc1 = quality(points, val_s, val_c), points[-1][1]
+            margin_selection.append(
+                {"cliff_margin": cand, "validation_quality": score, "validation_accuracy_knob1": acc1}
+            )
+            if score > best_margin[0] + 1e-9:
+                best_margin = (score, cand)
+        margin = best_margin[1]
 
     # OOD threshold: validation rows scored against the fit rows only (never against themselves).
     val_ood, _, _ = knn(val_x, fit_ref, config.ood_k)
@@ -272,7 +309,7 @@ def fit(
 
     # Final clusters and table on every train row; reference = all train rows (capped, seeded subsample).
     centroids, labels = kmeans(embeddings, k, config.seed)
-    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
+    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence, margin)
     cluster_thresholds = per_cluster_thresholds(val_x, val_ood, centroids, threshold, config)
     keep = np.arange(len(embeddings))
     if len(keep) > config.max_reference:
@@ -297,6 +334,8 @@ def fit(
         global_accuracy=scores.mean(axis=0),
         selection=selection,
         validation_ood_scores=val_ood,
+        cliff_margin=margin,
+        margin_selection=margin_selection,
     )
 
 
@@ -321,7 +360,8 @@ def small_fit(
     n = len(embeddings)
     k = min(k_fixed or max(1, min(4, n // 10)), n)
     centroids, labels = kmeans(embeddings, k, config.seed)
-    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence)
+    margin = config.cliff_margin or 0.0  # no validation slice to choose one on: the original rule
+    table = beta_table(labels, k, scores, costs, g, config.prior_strength, config.cliff_confidence, margin)
     ood_k = min(config.ood_k, n - 1)
     loo, _, _ = knn(embeddings, embeddings, ood_k, exclude_self=True)
     quantiles = {f"{q:.2f}": float(np.quantile(loo, q)) for q in (0.9, 0.95, 0.99)}
@@ -353,4 +393,5 @@ def small_fit(
             }
         ],
         validation_ood_scores=loo,
+        cliff_margin=margin,
     )

@@ -29,7 +29,16 @@ def calibration_report(
         f"{fit.temperature:g}), kNN blend weight {fit.knn_weight:g} (k={fit.knn_k}); chosen on a validation "
         "slice (20 % of the train rows by hash of id), objective: " + info["objective"],
         f"- shrinkage: Beta prior of {info['prior_strength']:g} pseudo-queries at the global accuracy; "
-        f"cliff when P(specialist < generalist) > {info['cliff_confidence']:g}",
+        f"cliff when P(specialist < generalist - {info.get('cliff_margin', 0.0):g}) > {info['cliff_confidence']:g}"
+        + (
+            " (margin chosen on validation: "
+            + ", ".join(
+                f"{m['cliff_margin']:g} -> {m['validation_quality']:.4f}" for m in info["cliff_margin_selection"]
+            )
+            + ")"
+            if info.get("cliff_margin_selection")
+            else ""
+        ),
         f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries;"
         f" threshold {fit.ood_threshold:.4f} "
         f"= the {info['ood_quantile']:g} quantile of held-out validation rows "

@@ -92,3 +92,23 @@ def test_the_command_line(artifact: Artifact, tmp_path: Path, capsys: pytest.Cap
     assert Artifact.load(tmp_path / "next").manifest["feedback"][0]["joined"] == 30
     assert main(["calibrate", "--from-log", str(log), "--out", str(tmp_path / "other")]) == 2
     assert "--from-log needs --artifact" in capsys.readouterr().err
+
+
+def test_folding_uses_the_cliff_margin_recorded_in_the_manifest(artifact: Artifact, tmp_path: Path) -> None:
+    import shutil
+
+    specialist = next(m for j, m in enumerate(artifact.models) if m != artifact.generalist and not artifact.cliff[0, j])
+    log = tmp_path / "decisions.jsonl"
+    # Specialist 50 % right, generalist 100 %, in cluster 0: about 0.45 apart after shrinkage.
+    write_log(log, [(0, specialist, float(i % 2)) for i in range(400)] + [(0, artifact.generalist, 1.0)] * 400)
+    from_log(log, artifact.path, tmp_path / "strict")  # the fixture's manifest has no margin: the original rule
+    strict = Artifact.load(tmp_path / "strict")
+    assert strict.cliff[0, strict.models.index(specialist)]
+    wide = tmp_path / "wide"
+    shutil.copytree(artifact.path, wide)
+    manifest = json.loads((wide / "manifest.json").read_text())
+    manifest.setdefault("shrinkage", {})["cliff_margin"] = 0.6
+    (wide / "manifest.json").write_text(json.dumps(manifest))
+    from_log(log, wide, tmp_path / "wide_next")
+    folded = Artifact.load(tmp_path / "wide_next")
+    assert not folded.cliff[0, folded.models.index(specialist)]  # within the margin: not a cliff

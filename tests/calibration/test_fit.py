@@ -51,3 +51,49 @@ def test_fit_finds_the_specialists_cliff_and_calibrates_ood() -> None:
     from router.ood import ood_scores
 
     assert ood_scores(far, result.reference, result.ood_k)[0] > result.ood_threshold
+
+
+def test_cliff_margin_spares_a_uniformly_slightly_weaker_model_but_not_a_specialist_out_of_domain() -> None:
+    # Two clusters of 3,000 queries. Generalist 70 % in both; "cheap" 68 % in both (uniformly 2 points weaker);
+    # "specialist" 72 % in cluster 0, 40 % in cluster 1 (30 points worse: a cliff).
+    n = 3000
+    labels = np.array([0] * n + [1] * n)
+    hits = np.arange(n) % 100
+
+    def rate(p: int) -> np.ndarray:
+        return (hits < p).astype(float)
+
+    scores = np.stack(
+        [
+            np.concatenate([rate(70), rate(70)]),
+            np.concatenate([rate(68), rate(68)]),
+            np.concatenate([rate(72), rate(40)]),
+        ],
+        axis=1,
+    )
+    costs = np.zeros((2 * n, 3))
+    strict = beta_table(labels, 2, scores, costs, generalist=0, prior_strength=10, cliff_confidence=0.9)
+    assert strict.cliff[:, 1].all()  # margin 0 (the original rule): the cheap model is ineligible everywhere
+    assert strict.cliff[1, 2] and not strict.cliff[0, 2]
+    margin = beta_table(
+        labels, 2, scores, costs, generalist=0, prior_strength=10, cliff_confidence=0.9, cliff_margin=0.05
+    )
+    assert not margin.cliff[:, 1].any()  # 2 points weaker is a slope, not a cliff
+    assert margin.cliff[1, 2] and not margin.cliff[0, 2]  # 30 points worse is still past its cliff
+    assert not margin.cliff[:, 0].any()
+    np.testing.assert_array_equal(margin.estimate, strict.estimate)  # only the cliff rule moves
+
+
+def test_fit_records_the_margin_it_chose_on_validation() -> None:
+    rows = [r for r in synthetic_rows(n_per_domain=150) if r["split"] == "train"]
+    x = FakeEncoder().encode([r["query"] for r in rows])
+    scores = np.array([[r["scores"][m] for m in MODELS] for r in rows])
+    costs = np.array([[r["cost"][m] for m in MODELS] for r in rows])
+    ids = [r["id"] for r in rows]
+    result = fit(ids, x, scores, costs, MODELS, "general", FitConfig(), progress=False)
+    assert [m["cliff_margin"] for m in result.margin_selection] == list(FitConfig().cliff_margins)
+    best = max(m["validation_quality"] for m in result.margin_selection)
+    chosen = next(m for m in result.margin_selection if m["validation_quality"] > best - 1e-9)
+    assert result.cliff_margin == chosen["cliff_margin"]  # the first (smallest) margin reaching the best score
+    fixed = fit(ids, x, scores, costs, MODELS, "general", FitConfig(cliff_margin=0.0), progress=False)
+    assert fixed.cliff_margin == 0.0 and fixed.margin_selection == []
