@@ -165,7 +165,15 @@ class Policy:
     ) -> tuple[npt.NDArray[np.intp], list[str]]:
         """Vectorised decision: (model index per row, reason per row)."""
         avail, eligible = self._mask(est, available)
-        utility = self.utilities(est, knobs, avail)
+        return self._choose(est, avail, eligible, self.utilities(est, knobs, avail))
+
+    def _choose(
+        self,
+        est: Estimates,
+        avail: npt.NDArray[np.bool_],
+        eligible: npt.NDArray[np.bool_],
+        utility: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.intp], list[str]]:
         chosen = self._argmax(utility, est.cost, eligible)
         unconstrained = self._argmax(utility, est.cost, np.broadcast_to(avail, eligible.shape))
         chosen = np.where(est.is_ood, self.generalist_index, chosen)
@@ -186,9 +194,10 @@ class Policy:
         knob_arr = np.broadcast_to(np.asarray(knobs, dtype=np.float64), (n,)).copy()
         if np.any(~np.isfinite(knob_arr)) or knob_arr.min(initial=0) < 0 or knob_arr.max(initial=1) > 1:
             raise ValueError("knobs must lie in [0, 1]")
-        chosen, reasons = self.choose(est, knob_arr, available)
+        # Mask and utilities once: the per-candidate detail below reuses what the choice was made from.
         avail, eligible = self._mask(est, available)
         utility = self.utilities(est, knob_arr, avail)
+        chosen, reasons = self._choose(est, avail, eligible, utility)
         decisions = []
         for i in range(n):
             candidates = []
