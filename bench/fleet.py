@@ -143,6 +143,20 @@ def fleet_config(
     return config
 
 
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, what: str, log: Path, timeout: float,
+                 interval: float) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process exits, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} did not start in {timeout} s; see {log}")
+
+
 @dataclass
 class TriageProcess:
     """``triage serve`` in its own process (the way it runs in production: its own cores, its own GIL)."""
@@ -170,16 +184,12 @@ class TriageProcess:
                  "--log-level", "warning"],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"triage exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"triage did not start in {timeout} s; see {self.log_path}")
+        try:
+            wait_healthy(self.proc, self.url + "/health", "triage", self.log_path, timeout, interval=0.25)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def rss_mib(self) -> float:
         """Resident memory of the server process, from /proc (Linux)."""

@@ -8,19 +8,15 @@ refuses to start without one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from bench.fleet import FakeProcess, free_port
+from bench.fleet import FakeProcess, free_port, wait_healthy
 
 
 @dataclass
@@ -50,16 +46,13 @@ class LiteLLMProcess:
                 [str(Path(self.script).resolve()), "--config", "config.yaml", "--host", "127.0.0.1",
                  "--port", str(self.port), "--num_workers", "1"],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"litellm exited with {self.proc.returncode}; see {self.workdir}/litellm.log")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health/liveliness", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError("litellm did not start in time")
+        try:
+            wait_healthy(self.proc, self.url + "/health/liveliness", "litellm", self.workdir / "litellm.log",
+                         timeout, interval=0.5)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
