@@ -80,21 +80,17 @@ def run(
     domains = np.array(data.domains)
     results: dict[str, Any] = {}
     trained = sorted(set(domains[is_train]))
+
+    def fit_on(mask: np.ndarray) -> FitResult:
+        return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
+                   data.models, generalist, FitConfig(), progress=False)
+
     for domain in tqdm(trained, desc="leave one domain out", disable=not progress):
         fit_mask = is_train & (domains != domain)
         test_mask = ~is_train & (domains == domain)
         if not test_mask.any():
             continue
-        result = fit(
-            [data.ids[i] for i in np.flatnonzero(fit_mask)],
-            x_all[fit_mask],
-            data.scores[fit_mask],
-            data.costs[fit_mask],
-            data.models,
-            generalist,
-            FitConfig(),
-            progress=False,
-        )
+        result = fit_on(fit_mask)
         policy = policy_from(result, data.models, generalist)
         # In-domain reference for AUROC: the other domains' non-train rows (a sample keeps it quick).
         others = np.flatnonzero(~is_train & (domains != domain) & np.isin(domains, trained))[:3000]
@@ -106,16 +102,7 @@ def run(
         }
     unseen = sorted(set(domains[~is_train]) - set(trained))
     if unseen:
-        full = fit(
-            [data.ids[i] for i in np.flatnonzero(is_train)],
-            x_all[is_train],
-            data.scores[is_train],
-            data.costs[is_train],
-            data.models,
-            generalist,
-            FitConfig(),
-            progress=False,
-        )
+        full = fit_on(is_train)
         policy = policy_from(full, data.models, generalist)
         in_dom = np.flatnonzero(~is_train & np.isin(domains, trained))[:3000]
         ref_ood = policy.estimate(x_all[in_dom]).ood_score
