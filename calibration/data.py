@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,23 @@ CHARS_PER_TOKEN = 4
 
 class DataError(Exception):
     """The input is unusable; the message names where (file, line, id) and which field."""
+
+
+def jsonl_objects(text: str, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line is a DataError naming the file and line.
+
+    Split on "\n" only: queries hold U+0085 and U+2028, which str.splitlines() treats as line ends.
+    """
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{name} line {lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{name} line {lineno}: expected a JSON object")
+        yield lineno, row
 
 
 @dataclass
@@ -140,15 +158,7 @@ def load_scores(path: Path, prices_path: Path | None = None) -> ScoreMatrix:
     token_rows: list[dict[str, Any] | None] = []
     models: list[str] | None = None
     seen: set[str] = set()
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{name} line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{name} line {lineno}: expected a JSON object")
+    for lineno, row in jsonl_objects(raw.decode("utf-8", errors="replace"), name):
         rid = row.get("id")
         where = f"{name} line {lineno} (id {rid!r})"
         if not isinstance(rid, str) or not rid:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from calibration.data import DataError
+from calibration.data import DataError, jsonl_objects
 from calibration.grading import SUPPORTED, UNSUPPORTED, grade, prompt_for
 from router.settings import BackendSettings, ConfigError, load_settings
 
@@ -47,19 +47,11 @@ def read_gold(path: Path, limit: int | None) -> list[Question]:
     questions: list[Question] = []
     skipped: dict[str, int] = {}
     try:
-        lines = path.read_text().split("\n")
+        text = path.read_text()
     except OSError as exc:
         raise DataError(f"cannot read {path.name}: {exc.strerror}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path.name} line {lineno}: not valid JSON ({exc.msg})") from None
+    for lineno, row in jsonl_objects(text, path.name):
         where = f"{path.name} line {lineno}"
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object")
         metric = row.get("metric")
         for key in ("task_name", "query", "ground_truth", "metric"):
             if not isinstance(row.get(key), str) or not row[key].strip():
