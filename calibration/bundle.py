@@ -60,6 +60,7 @@ def write_artifact(
     data_info: dict[str, Any],
     extra: dict[str, Any],
     write_human: Callable[[Path], None] | None = None,
+    refine_embedder_name: str | None = None,
 ) -> Artifact:
     """Write, validate, rename into place; returns the loaded artifact."""
     out = out.resolve()
@@ -103,6 +104,23 @@ def write_artifact(
             "calibrated_on": "validation slice of the train rows, scored against the other train rows",
         }
         (tmp / "ood.json").write_text(json.dumps(ood, indent=1) + "\n")
+        if fit.refine is not None:
+            if refine_embedder_name is None:
+                raise ValueError("a fit with a refine tier needs the refine embedder's name")
+            r = fit.refine
+            np.save(tmp / "refine_reference.npy", r.reference.astype(np.float32))
+            refine = {
+                "embedder": {"name": refine_embedder_name, "dim": int(r.reference.shape[1]),
+                             "normalisation": NORMALISATION},
+                "method": "knn_cosine_distance",
+                "k_neighbors": r.ood_k,
+                "threshold": r.threshold,
+                "cluster_thresholds": [float(v) for v in r.cluster_thresholds],
+                "refine_above": [float(v) for v in r.refine_above],
+                "refine_quantile": extra.get("refine_quantile"),
+                "calibrated_on": "the same validation slice, scored by the refine embedder against the same rows",
+            }
+            (tmp / "refine.json").write_text(json.dumps(refine, indent=1) + "\n")
         artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim)
         if write_human is not None:
             write_human(tmp)

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--max-tokens", type=int, default=512, help="--live: completion budget per answer")
     cal.add_argument("--cache-dir", type=Path, help="embedding cache (default ~/.cache/triage/embeddings)")
     cal.add_argument("--threads", type=int, default=2, help="torch threads for the embedder")
+    add_embedder_options(cal)
+    cal.add_argument("--refine-ood", action="store_true",
+                     help="with --embedder static: add a refine tier (MiniLM re-scores close out-of-domain calls)")
+    cal.add_argument("--refine-quantile", type=float, default=FitConfig.refine_quantile,
+                     help="refine queries whose fast OOD score reaches this quantile of held-out in-domain ones")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
@@ -65,23 +70,42 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--holdout-domains", default=None, help="default: those recorded in the artifact")
     ev.add_argument("--cache-dir", type=Path)
     ev.add_argument("--threads", type=int, default=2)
+    add_embedder_options(ev)
     ev.add_argument("--no-progress", action="store_true")
     return parser
 
 
-def make_encoder(threads: int) -> Encoder:
-    from router.embedder import Embedder
+def add_embedder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedder", choices=("minilm", "static"), default="minilm",
+                        help="minilm: all-MiniLM-L6-v2 (the router's torch/onnx backends); static: the model2vec "
+                        "table distilled from it (the router's static backend)")
+    parser.add_argument("--static-model", type=Path, default=Path("models/minilm-static"),
+                        help="--embedder static: dir written by python -m router.static_embedder")
+
+
+def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None) -> Encoder:
+    from router.embedder import Embedder, EmbedderError
     from router.settings import EmbedderSettings
 
+    if kind == "static":
+        from router.static_embedder import StaticEmbedder
+
+        try:
+            return StaticEmbedder(static_model or Path("models/minilm-static"))
+        except EmbedderError as exc:
+            raise UsageError(str(exc)) from None
     return Embedder(EmbedderSettings(threads=threads))
 
 
-def main(argv: list[str], encoder: Encoder | None = None, client: Any = None) -> int:
-    """``encoder`` and ``client`` (an ``httpx.AsyncClient`` for --live) are injectable for tests."""
+def main(argv: list[str], encoder: Encoder | None = None, client: Any = None,
+         refine_encoder: Encoder | None = None) -> int:
+    """``encoder``, ``refine_encoder`` (MiniLM for a refine tier) and ``client`` (an ``httpx.AsyncClient`` for
+    --live) are injectable for tests."""
     if argv[:1] == ["eval"] and "--leave-one-domain-out" in argv:
         from calibration import lodo
 
-        return lodo.main([a for a in argv[1:] if a != "--leave-one-domain-out"], encoder=encoder)
+        return lodo.main([a for a in argv[1:] if a != "--leave-one-domain-out"], encoder=encoder,
+                         refine_encoder=refine_encoder)
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -90,8 +114,8 @@ def main(argv: list[str], encoder: Encoder | None = None, client: Any = None) ->
         return int(exc.code or 0) if exc.code in (0, None) else 2
     try:
         if args.command == "calibrate":
-            return calibrate(args, encoder, client)
-        return evaluate(args, encoder)
+            return calibrate(args, encoder, client, refine_encoder)
+        return evaluate(args, encoder, refine_encoder)
     except (DataError, ArtifactError, UsageError) as exc:
         print(f"triage {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -108,7 +132,8 @@ def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
     return rows
 
 
-def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = None) -> int:
+def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = None,
+              refine_encoder: Encoder | None = None) -> int:
     started = time.monotonic()
     command = "triage " + shlex.join(args.argv)
     if args.from_log:
@@ -138,9 +163,17 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         k_fixed = int(args.clusters)
     if not 0 < args.ood_quantile < 1:
         raise UsageError("--ood-quantile must lie in (0, 1)")
-    encoder = encoder or make_encoder(args.threads)
+    if args.refine_ood and args.embedder != "static" and refine_encoder is None:
+        raise UsageError("--refine-ood refines a fast embedder's calls: use it with --embedder static")
+    if not 0 < args.refine_quantile < args.ood_quantile:
+        raise UsageError("--refine-quantile must lie in (0, --ood-quantile)")
+    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
     x = EmbeddingCache(encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
-    config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed)
+    x_refine = None
+    if args.refine_ood:
+        refine_encoder = refine_encoder or make_encoder(args.threads)
+        x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
+    config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile)
     try:
         result = fit(
             train.ids,
@@ -152,6 +185,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
             config,
             k_fixed,
             progress=not args.no_progress,
+            refine_embeddings=x_refine,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -206,7 +240,8 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
             "prices",
         )
     }
-    write_artifact_from(args.out, data, generalist, encoder, result, data_info, config, human)
+    write_artifact_from(args.out, data, generalist, encoder, result, data_info, config, human,
+                        refine_encoder.name if refine_encoder is not None and x_refine is not None else None)
     print(
         f"artifact written: {args.out} (k={result.k}, generalist {generalist}, "
         f"{time.monotonic() - started:.0f} s)"
@@ -223,6 +258,7 @@ def write_artifact_from(
     data_info: dict[str, Any],
     config: FitConfig,
     human: Any,
+    refine_embedder_name: str | None = None,
 ) -> Artifact:
     from calibration.bundle import write_artifact
 
@@ -236,6 +272,7 @@ def write_artifact_from(
         data_info=data_info,
         extra={
             "ood_quantile": config.ood_quantile,
+            "refine_quantile": config.refine_quantile if refine_embedder_name else None,
             "shrinkage": {
                 "prior_strength": config.prior_strength,
                 "cliff_confidence": config.cliff_confidence,
@@ -243,6 +280,7 @@ def write_artifact_from(
             },
         },
         write_human=human,
+        refine_embedder_name=refine_embedder_name,
     )
 
 
@@ -255,7 +293,7 @@ def choose_generalist(train: ScoreMatrix, name: str | None) -> tuple[str, str]:
     return best, "best overall train accuracy"
 
 
-def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
+def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: Encoder | None = None) -> int:
     from calibration.evaluation import AvengersBaseline
     from calibration.evaluation import evaluate as run_eval
     from calibration.plots import cliff_plot, frontier_plot, heatmap
@@ -265,8 +303,12 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
     command = "triage " + shlex.join(args.argv)
     if args.artifact is None:
         raise UsageError("--artifact is required (or --leave-one-domain-out)")
-    encoder = encoder or make_encoder(args.threads)
+    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
+    if artifact.refine is not None:
+        refine_encoder = refine_encoder or make_encoder(args.threads)
+        if refine_encoder.name != artifact.refine.embedder_name:
+            raise UsageError(f"the artifact's refine tier needs {artifact.refine.embedder_name!r}")
     data = load_scores(args.data, args.prices)
     if data.models != artifact.models:
         raise UsageError(
@@ -295,6 +337,11 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
     train_x = cache.embed(train.queries, progress=progress)
     test_x = cache.embed(test.queries, progress=progress)
     ood_x = cache.embed(ood.queries, progress=progress) if len(ood) else None
+    test_x2 = ood_x2 = None
+    if artifact.refine is not None and refine_encoder is not None:
+        refine_cache = EmbeddingCache(refine_encoder, args.cache_dir)
+        test_x2 = refine_cache.embed(test.queries, progress=progress)
+        ood_x2 = refine_cache.embed(ood.queries, progress=progress) if len(ood) else None
     baseline = AvengersBaseline.fit(train_x, train.scores, train.costs, artifact.k)
     policy = Policy(artifact)
     result = run_eval(
@@ -307,6 +354,8 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
         ood_x,
         ood.scores if len(ood) else None,
         ood.costs if len(ood) else None,
+        test_refine=test_x2,
+        ood_refine=ood_x2,
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -337,12 +386,14 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None) -> int:
         all_ood = np.concatenate([all_ood, result["ood_scores"]])
         all_scores = np.concatenate([test.scores, ood.scores])
     cliff_plot(
-        out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist, artifact.ood_threshold
+        out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist,
+        1.0 if artifact.refine is not None else artifact.ood_threshold,  # a refine tier's scores: threshold units
     )
     info = {
         "k": artifact.k,
         "generalist": artifact.generalist,
-        "embedder": artifact.embedder_name,
+        "embedder": artifact.embedder_name + (f" (refine tier: {artifact.refine.embedder_name})"
+                                              if artifact.refine is not None else ""),
         "rows": f"split != {args.split!r}, excluding held-out domains",
         "cost_source": data.cost_source,
         "ood_rows": ", ".join(sorted(set(ood.domains))) or "none",

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from calibration.fit import kmeans
 from calibration.metrics import aiq, auroc, frontier, oracle, random_router
 from router.clusters import nearest
-from router.policy import Policy
+from router.policy import Policy, Refiner
 
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -62,6 +62,13 @@ def picked(scores: Floats, costs: Floats, chosen: npt.NDArray[np.intp]) -> tuple
     return float(scores[rows, chosen].mean()), float(costs[rows, chosen].mean())
 
 
+def rows_of(vectors: Matrix | None) -> Refiner | None:
+    """A ``refine`` callable over precomputed vectors (what the router's decider computes on demand)."""
+    if vectors is None:
+        return None
+    return lambda rows: vectors[rows]
+
+
 def evaluate(
     policy: Policy,
     models: list[str],
@@ -72,8 +79,12 @@ def evaluate(
     ood_x: Matrix | None = None,
     ood_s: Floats | None = None,
     ood_c: Floats | None = None,
+    test_refine: Matrix | None = None,
+    ood_refine: Matrix | None = None,
 ) -> dict[str, Any]:
-    est = policy.estimate(test_x)
+    """``test_refine`` / ``ood_refine``: the same rows embedded by the artifact's refine embedder, if it has a
+    refine tier (only the rows the policy asks for are used, as in the router)."""
+    est = policy.estimate(test_x, rows_of(test_refine))
     n = len(test_s)
     triage = []
     for knob in KNOBS:
@@ -131,10 +142,12 @@ def evaluate(
             "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
             "cost_range": [cmin, cmax],
         }
+    if policy.artifact.refine is not None and est.refined is not None:
+        result["refined_rate"] = float(est.refined.mean())  # in-domain test rows the refine embedder re-scored
     result["in_domain_ood_scores"] = est.ood_score
     result["clusters"] = est.cluster
     if ood_x is not None and ood_s is not None and ood_c is not None and len(ood_x):
-        ood_est = policy.estimate(ood_x)
+        ood_est = policy.estimate(ood_x, rows_of(ood_refine))
         g = models.index(policy.artifact.generalist)
         chosen, _ = policy.choose(ood_est, np.ones(len(ood_x)))
         acc, cost = picked(ood_s, ood_c, chosen)

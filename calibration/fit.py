@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from calibration.data import hash_fraction
 from calibration.metrics import aiq
-from router.artifact import Artifact
+from router.artifact import Artifact, RefineTier
 from router.clusters import nearest
 from router.ood import knn
 from router.policy import Policy
@@ -55,6 +55,11 @@ class FitConfig:
     validation_fraction: float = 0.2
     max_reference: int = 10_000
     seed: int = 0
+    # With a refine tier (a fast embedder for the table, a better one for close OOD calls): held-out queries
+    # whose fast score is at or above this quantile of their cluster's held-out scores are re-scored by the
+    # refine embedder. 0.4: the largest quantile whose OOD AUROC stayed within 0.01 of MiniLM alone on every
+    # RouterDC domain with >= 300 rows, in a leave-one-domain-out on train rows only (docs/results.md).
+    refine_quantile: float = 0.4
 
 
 @dataclass
@@ -89,6 +94,23 @@ class FitResult:
     validation_ood_scores: Floats = field(default_factory=lambda: np.zeros(0))
     cliff_margin: float = 0.0
     margin_selection: list[dict[str, Any]] = field(default_factory=list)
+    refine: RefineFit | None = None
+
+
+@dataclass
+class RefineFit:
+    """The refine tier's part of the fit (router/artifact.py ``RefineTier``; the same reference rows)."""
+
+    reference: Matrix
+    ood_k: int
+    threshold: float
+    cluster_thresholds: Floats
+    refine_above: Floats
+
+    def tier(self, embedder_name: str) -> RefineTier:
+        return RefineTier(embedder_name=embedder_name, embedder_dim=self.reference.shape[1],
+                          reference=self.reference, ood_k=self.ood_k, threshold=self.threshold,
+                          cluster_thresholds=self.cluster_thresholds, refine_above=self.refine_above)
 
 
 def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[np.intp]]:
@@ -164,6 +186,7 @@ def in_memory_artifact(
     ood_k: int,
     ood_threshold: float,
     cluster_thresholds: Floats | None = None,
+    refine: RefineTier | None = None,
 ) -> Artifact:
     """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
     art = Artifact()
@@ -182,6 +205,7 @@ def in_memory_artifact(
     art.ood_cluster_thresholds = (
         np.full(len(centroids), ood_threshold) if cluster_thresholds is None else cluster_thresholds
     )
+    art.refine = refine
     return art
 
 
@@ -216,7 +240,9 @@ def fit(
     config: FitConfig,
     k_fixed: int | None = None,
     progress: bool = True,
+    refine_embeddings: Matrix | None = None,
 ) -> FitResult:
+    """``refine_embeddings`` (the same rows, another embedder) adds a refine tier for close OOD calls."""
     g = models.index(generalist)
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
     if len(ids) < 2:
@@ -316,6 +342,9 @@ def fit(
         keep = np.sort(
             np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False)
         )
+    refine = None
+    if refine_embeddings is not None:
+        refine = refine_fit(refine_embeddings, val, val_x, val_ood, centroids, keep, config)
     return FitResult(
         k=k,
         centroids=centroids,
@@ -329,6 +358,7 @@ def fit(
         ood_threshold=threshold,
         ood_quantiles=quantiles,
         cluster_thresholds=cluster_thresholds if config.ood_per_cluster else None,
+        refine=refine,
         reference=embeddings[keep].astype(np.float32),
         reference_scores=scores[keep].astype(np.float32),
         global_accuracy=scores.mean(axis=0),
@@ -340,16 +370,36 @@ def fit(
 
 
 def per_cluster_thresholds(
-    val_x: Matrix, val_ood: Floats, centroids: Matrix, threshold: float, config: FitConfig
+    val_x: Matrix, val_ood: Floats, centroids: Matrix, threshold: float, config: FitConfig,
+    quantile: float | None = None,
 ) -> Floats:
-    """The ``ood_quantile`` of the held-out rows nearest to each cluster (global threshold if too few)."""
+    """The ``ood_quantile`` (or ``quantile``) of the held-out rows nearest to each cluster (``threshold`` if
+    too few)."""
+    q = config.ood_quantile if quantile is None else quantile
     nearest_cluster = nearest(val_x, centroids)
     out = np.full(len(centroids), threshold)
     for c in range(len(centroids)):
         member = val_ood[nearest_cluster == c]
         if len(member) >= config.min_cluster_validation:
-            out[c] = float(np.quantile(member, config.ood_quantile))
+            out[c] = float(np.quantile(member, q))
     return out
+
+
+def refine_fit(refine_embeddings: Matrix, val: npt.NDArray[np.bool_], val_x: Matrix, val_ood: Floats,
+               centroids: Matrix, keep: npt.NDArray[np.intp], config: FitConfig) -> RefineFit:
+    """The refine embedder's OOD thresholds, on the same held-out rows scored against the same fit rows, and
+    the fast score from which a query is refined (``refine_quantile`` of its cluster's held-out rows)."""
+    val_fine, _, _ = knn(refine_embeddings[val], refine_embeddings[~val].astype(np.float32), config.ood_k)
+    threshold = float(np.quantile(val_fine, config.ood_quantile))
+    fast_line = float(np.quantile(val_ood, config.refine_quantile))
+    k = len(centroids)
+    if config.ood_per_cluster:  # the same choice as the fast tier's own thresholds; the fast tier's clusters
+        thresholds = per_cluster_thresholds(val_x, val_fine, centroids, threshold, config)
+        refine_above = per_cluster_thresholds(val_x, val_ood, centroids, fast_line, config, config.refine_quantile)
+    else:
+        thresholds, refine_above = np.full(k, threshold), np.full(k, fast_line)
+    return RefineFit(reference=refine_embeddings[keep].astype(np.float32), ood_k=config.ood_k, threshold=threshold,
+                     cluster_thresholds=thresholds, refine_above=refine_above)
 
 
 def small_fit(

@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from calibration.data import DataError, ScoreMatrix, load_scores
 from calibration.embeddings import EmbeddingCache, Encoder
+from calibration.evaluation import rows_of
 from calibration.fit import FitConfig, FitResult, fit, in_memory_artifact
 from calibration.metrics import auroc
 from router.policy import Policy
 
 
-def policy_from(result: FitResult, models: list[str], generalist: str) -> Policy:
+def policy_from(result: FitResult, models: list[str], generalist: str, refine_name: str = "refine") -> Policy:
     reference_model = models[int(np.argmax(result.global_accuracy))]
     art = in_memory_artifact(
         models,
@@ -43,12 +44,14 @@ def policy_from(result: FitResult, models: list[str], generalist: str) -> Policy
         ood_k=result.ood_k,
         ood_threshold=result.ood_threshold,
         cluster_thresholds=result.cluster_thresholds,
+        refine=result.refine.tier(refine_name) if result.refine is not None else None,
     )
     return Policy(art)
 
 
-def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarray | None) -> dict[str, Any]:
-    est = policy.estimate(x)
+def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarray | None,
+                 x2: np.ndarray | None = None) -> dict[str, Any]:
+    est = policy.estimate(x, rows_of(x2))
     chosen, _ = policy.choose(est, np.ones(len(x)))
     g = policy.generalist_index
     rows = np.arange(len(x))
@@ -59,6 +62,8 @@ def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarr
         "best_single_accuracy": float(s.mean(axis=0).max()),
         "flagged_ood": float(est.is_ood.mean()),
     }
+    if policy.artifact.refine is not None and est.refined is not None:
+        out["refined"] = float(est.refined.mean())
     out["delta_vs_generalist"] = out["routed_accuracy"] - out["generalist_accuracy"]
     if ref_ood is not None:
         out["auroc"] = auroc(ref_ood, est.ood_score)
@@ -73,9 +78,16 @@ def run(
     split: str = "train",
     min_test: int = 300,
     progress: bool = True,
+    refine_encoder: Encoder | None = None,
 ) -> dict[str, Any]:
+    """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder)."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
+    x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
+              if refine_encoder is not None else None)
+
+    def refine_rows(mask: np.ndarray) -> np.ndarray | None:
+        return None if x2_all is None else x2_all[mask]
     is_train = data.mask_split(split)
     domains = np.array(data.domains)
     results: dict[str, Any] = {}
@@ -83,7 +95,7 @@ def run(
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
-                   data.models, generalist, FitConfig(), progress=False)
+                   data.models, generalist, FitConfig(), progress=False, refine_embeddings=refine_rows(mask))
 
     for domain in tqdm(trained, desc="leave one domain out", disable=not progress):
         fit_mask = is_train & (domains != domain)
@@ -94,9 +106,9 @@ def run(
         policy = policy_from(result, data.models, generalist)
         # In-domain reference for AUROC: the other domains' non-train rows (a sample keeps it quick).
         others = np.flatnonzero(~is_train & (domains != domain) & np.isin(domains, trained))[:3000]
-        ref_ood = policy.estimate(x_all[others]).ood_score if len(others) else None
+        ref_ood = policy.estimate(x_all[others], rows_of(refine_rows(others))).ood_score if len(others) else None
         results[domain] = {
-            **route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood),
+            **route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood, refine_rows(test_mask)),
             "k": result.k,
             "counts_toward_target": int(test_mask.sum()) >= min_test,
         }
@@ -105,11 +117,11 @@ def run(
         full = fit_on(is_train)
         policy = policy_from(full, data.models, generalist)
         in_dom = np.flatnonzero(~is_train & np.isin(domains, trained))[:3000]
-        ref_ood = policy.estimate(x_all[in_dom]).ood_score
+        ref_ood = policy.estimate(x_all[in_dom], rows_of(refine_rows(in_dom))).ood_score
         for domain in unseen:
             mask = domains == domain
             results[domain] = {
-                **route_domain(policy, x_all[mask], data.scores[mask], ref_ood),
+                **route_domain(policy, x_all[mask], data.scores[mask], ref_ood, refine_rows(mask)),
                 "k": full.k,
                 "counts_toward_target": int(mask.sum()) >= min_test,
                 "never_in_train": True,
@@ -160,7 +172,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str], encoder: Encoder | None = None) -> int:
+def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
+    from calibration.cli import UsageError, add_embedder_options, make_encoder
+
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -170,7 +184,9 @@ def main(argv: list[str], encoder: Encoder | None = None) -> int:
     parser.add_argument("--min-test", type=int, default=300)
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--refine-ood", action="store_true", help="fit each fold with a MiniLM refine tier")
     parser.add_argument("--no-progress", action="store_true")
+    add_embedder_options(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -180,21 +196,27 @@ def main(argv: list[str], encoder: Encoder | None = None) -> int:
     except DataError as exc:
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2
-    from calibration.cli import make_encoder
-
     train = data.subset(data.mask_split(args.split))
     generalist = args.generalist or data.models[int(np.argmax(train.scores.mean(axis=0)))]
     if generalist not in data.models:
         print(f"triage eval: error: --generalist {generalist!r} is not one of the models", file=sys.stderr)
         return 2
+    try:
+        encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
+    except UsageError as exc:
+        print(f"triage eval: error: {exc}", file=sys.stderr)
+        return 2
+    if args.refine_ood:
+        refine_encoder = refine_encoder or make_encoder(args.threads)
     report = run(
         data,
         generalist,
-        encoder or make_encoder(args.threads),
+        encoder,
         args.cache_dir,
         args.split,
         args.min_test,
         not args.no_progress,
+        refine_encoder if args.refine_ood else None,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lodo.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -1,4 +1,8 @@
-"""Thin routes: parse, authenticate, hand to the service. The logic lives in router/service.py."""
+"""Thin routes: parse, authenticate, hand to the service. The logic lives in router/service.py.
+
+Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency on its thread pool, a
+thread hop per dependency per request that cost more than the whole decision for a short query.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from router.service import Triage
 from router.settings import ApiKey
 
 
-def get_triage(request: Request) -> Triage:
+async def get_triage(request: Request) -> Triage:
     triage: Triage | None = getattr(request.app.state, "triage", None)
     if triage is None:
         raise NotReady("Triage is starting")
@@ -28,11 +32,11 @@ def get_triage(request: Request) -> Triage:
 TriageDep = Annotated[Triage, Depends(get_triage)]
 
 
-def client_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
+async def client_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
     return triage.authenticator.check(authorization)
 
 
-def admin_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
+async def admin_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
     return triage.authenticator.check(authorization, admin=True)
 
 

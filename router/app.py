@@ -20,8 +20,9 @@ from router.api import api
 from router.artifact import Artifact, ArtifactError
 from router.auth import Authenticator
 from router.backends import BackendPool, TransportFactory
+from router.decider import Decider
 from router.decisionlog import DecisionLog
-from router.embedder import BatchingEmbedder, TextEncoder
+from router.embedder import TextEncoder
 from router.errors import PayloadTooLarge, error_response, install_handlers
 from router.metrics import Metrics
 from router.onnx_embedder import load_encoder
@@ -84,6 +85,7 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     encoder: TextEncoder | None = None,
+    refine_encoder: TextEncoder | None = None,
     transport_for: TransportFactory | None = None,
 ) -> FastAPI:
     @asynccontextmanager
@@ -96,13 +98,18 @@ def create_app(
         model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(
             load_encoder, settings.embedder, settings.embedder.backend, settings.embedder.onnx_path)
         artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
+        refine = refine_encoder
+        if artifact.refine is not None and refine is None:  # the artifact asks for MiniLM on close OOD calls
+            refine = await asyncio.to_thread(load_encoder, settings.embedder, settings.embedder.refine_backend,
+                                             settings.embedder.onnx_path)
         metrics = Metrics(registry or CollectorRegistry())
-        embedder = BatchingEmbedder(model, settings.embedder)
+        decider = Decider(model, settings.embedder, refine)
+        decider.check(artifact)
         pool = BackendPool(settings.backends, settings.health, metrics, transport_for)
         decisions = DecisionLog(settings.decision_log)
-        triage = Triage(settings, Routing(artifact), embedder, pool, metrics, decisions,
+        triage = Triage(settings, Routing(artifact), decider, pool, metrics, decisions,
                         Authenticator(settings.auth))
-        await embedder.start()
+        await decider.start()
         pool.start()
         app.state.triage = triage
         _on_sighup(triage)
@@ -112,7 +119,7 @@ def create_app(
             yield
         finally:
             app.state.triage = None
-            await embedder.stop()
+            await decider.stop()
             await pool.aclose()
             decisions.close()
 

@@ -12,6 +12,12 @@ A directory::
     reference_scores.npy (n_ref, len(models)) float32 correctness of each model on each reference query
     report.md, *.png   for people
 
+An artifact fitted on a fast embedder may carry a refine tier (both files, or neither)::
+
+    refine.json          embedder {name, dim}, k_neighbors, threshold, cluster_thresholds, refine_above (per
+                         cluster: the fast OOD score at or above which the refine embedder makes the call)
+    refine_reference.npy (n_ref, refine dim) the same reference queries embedded by the refine embedder
+
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +86,19 @@ def _finite(value: Any, where: str) -> float:
     return float(value)
 
 
+@dataclass
+class RefineTier:
+    """Out-of-domain calls near the threshold, re-made with a better (slower) embedder."""
+
+    embedder_name: str
+    embedder_dim: int
+    reference: Matrix  # (n_ref, refine dim): the artifact's reference queries in the refine embedder's space
+    ood_k: int
+    threshold: float
+    cluster_thresholds: npt.NDArray[np.float64]  # (k,)
+    refine_above: npt.NDArray[np.float64]  # (k,) fast OOD score from which a query is refined
+
+
 class Artifact:
     """A validated calibration artifact: arrays ready for ``Policy``."""
 
@@ -105,6 +125,7 @@ class Artifact:
     temperature: float
     knn_weight: float
     knn_k: int
+    refine: RefineTier | None = None
 
     @classmethod
     def load(
@@ -164,7 +185,36 @@ class Artifact:
         self._load_table(_read_json(path / "table.json"))
         self._load_cliffs(_read_json(path / "cliffs.json"))
         self._load_ood(_read_json(path / "ood.json"))
+        self._load_refine(path)
         return self
+
+    def _load_refine(self, path: Path) -> None:
+        spec_file, ref_file = path / "refine.json", path / "refine_reference.npy"
+        if not spec_file.exists() and not ref_file.exists():
+            self.refine = None
+            return
+        spec = _read_json(spec_file)
+        emb = spec.get("embedder") if isinstance(spec, dict) else None
+        if not isinstance(emb, dict) or not isinstance(emb.get("name"), str) or not isinstance(emb.get("dim"), int):
+            raise ArtifactError("refine.json: embedder must be {name: str, dim: int}")
+        reference = _read_npy(ref_file)
+        if reference.shape != (self.reference.shape[0], emb["dim"]):
+            raise ArtifactError(f"refine_reference.npy: shape {reference.shape}, expected "
+                                f"({self.reference.shape[0]}, {emb['dim']}): the reference queries, re-embedded")
+        k_neighbors = spec.get("k_neighbors")
+        if not isinstance(k_neighbors, int) or not 1 <= k_neighbors <= reference.shape[0]:
+            raise ArtifactError("refine.json: k_neighbors must be an integer in [1, number of reference vectors]")
+
+        def per_cluster(key: str) -> npt.NDArray[np.float64]:
+            values = spec.get(key)
+            if not isinstance(values, list) or len(values) != self.k:
+                raise ArtifactError(f"refine.json: {key} must be a list of k={self.k} numbers")
+            return np.array([_finite(v, f"refine.json: {key}[{c}]") for c, v in enumerate(values)])
+
+        self.refine = RefineTier(
+            embedder_name=emb["name"], embedder_dim=emb["dim"], reference=reference, ood_k=k_neighbors,
+            threshold=_finite(spec.get("threshold"), "refine.json: threshold"),
+            cluster_thresholds=per_cluster("cluster_thresholds"), refine_above=per_cluster("refine_above"))
 
     def _load_policy(self, policy: Any) -> None:
         if not isinstance(policy, dict):

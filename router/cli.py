@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--input", required=True, help='JSONL rows {"id", "query"}')
     route.add_argument("--knob", type=float, action="append", required=True)
     route.add_argument("--output", required=True)
-    route.add_argument("--batch-size", type=int, default=64)
+    route.add_argument("--config", help="the server's YAML config: route with its embedder settings "
+                       "(needed for an artifact calibrated with the static embedder)")
 
     for name in DELEGATED:
         sub.add_parser(name, help=f"see 'triage {name} --help'", add_help=False)
@@ -73,8 +74,10 @@ def route(args: argparse.Namespace) -> int:
     import numpy as np
 
     from router.artifact import Artifact, ArtifactError
-    from router.embedder import Embedder
+    from router.embedder import EmbedderError
+    from router.onnx_embedder import load_encoder
     from router.policy import Policy
+    from router.settings import ConfigError, EmbedderSettings, load_settings
 
     for knob in args.knob:
         if not 0 <= knob <= 1:
@@ -91,17 +94,23 @@ def route(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, TypeError):
             print(f"triage route: line {number} of the input needs JSON with 'id' and 'query'", file=sys.stderr)
             return 2
-    embedder = Embedder()
     try:
+        settings = load_settings(args.config).embedder if args.config else EmbedderSettings()
+        embedder = load_encoder(settings, settings.backend, settings.onnx_path)
         artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim)
-    except ArtifactError as exc:
+        refine = None
+        if artifact.refine is not None:  # the server's decider: MiniLM for the close out-of-domain calls
+            refine_encoder = load_encoder(settings, settings.refine_backend, settings.onnx_path)
+            queries = [q for _, q in rows]
+            refine = lambda picked: refine_encoder.encode([queries[int(i)] for i in picked])  # noqa: E731
+    except (ArtifactError, ConfigError, EmbedderError) as exc:
         print(f"triage route: {exc}", file=sys.stderr)
         return 2
     policy = Policy(artifact)
-    vectors = embedder.encode([q for _, q in rows], batch_size=args.batch_size, progress=len(rows) > 256)
+    vectors = embedder.encode([q for _, q in rows])
     with open(args.output, "w") as out:
         for knob in args.knob:
-            decisions = policy.decide(vectors, np.full(len(rows), knob))
+            decisions = policy.decide(vectors, np.full(len(rows), knob), refine=refine)
             for (row_id, _), decision in zip(rows, decisions, strict=True):
                 out.write(json.dumps({"id": row_id, "knob": knob, "model": decision.model,
                                       "cluster": decision.cluster, "ood_score": decision.ood_score,

@@ -1,15 +1,11 @@
-"""Query embeddings: the model (sync, batch) and the async micro-batcher the service uses.
+"""Query embeddings: the sentence-transformers model (sync, batch) and the ``TextEncoder`` protocol.
 
-``Embedder.encode`` is what calibration and offline routing call; ``BatchingEmbedder`` gathers the
-texts of concurrent requests for up to ``max_wait_ms`` (or ``max_batch`` texts) and embeds them in one
-call on a worker thread, so the event loop never runs the model and concurrent requests share a batch.
+``Embedder.encode`` is what calibration and offline routing call; the service reaches its encoder through
+``router.decider.Decider``, which batches concurrent requests on a worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,86 +68,3 @@ class Embedder:
             show_progress_bar=progress,
         )
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
-
-
-class BatchingEmbedder:
-    """Async front of an encoder: micro-batches concurrent calls, caches repeated texts (LRU)."""
-
-    def __init__(self, encoder: TextEncoder, settings: EmbedderSettings | None = None) -> None:
-        settings = settings or EmbedderSettings()
-        self.encoder = encoder
-        self._max_batch = settings.max_batch
-        self._max_wait = settings.max_wait_ms / 1000
-        self._cache: OrderedDict[str, Vectors] = OrderedDict()
-        self._cache_size = settings.cache_size
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[Vectors]]] | None = None
-        self._worker: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.encoder.name
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.dim
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._run(), name="triage-embedder")
-
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-
-    async def embed(self, text: str) -> Vectors:
-        """One unit-norm vector, shape (dim,)."""
-        cached = self._cache.get(text)
-        if cached is not None:
-            self._cache.move_to_end(text)
-            return cached
-        if self._queue is None:
-            raise RuntimeError("BatchingEmbedder.start() was not awaited")
-        future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, future))
-        return await future
-
-    async def _run(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self._max_wait
-            while len(batch) < self._max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                try:
-                    batch.append(self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(
-                        self._queue.get(), timeout))
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-            live = [(text, fut) for text, fut in batch if not fut.cancelled()]
-            if not live:
-                continue
-            texts = list(dict.fromkeys(text for text, _ in live))
-            try:
-                vectors = await asyncio.to_thread(self.encoder.encode, texts)
-            except Exception as exc:  # the model failed: every waiter gets the error, the worker lives on
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            by_text = dict(zip(texts, vectors, strict=True))
-            for text, fut in live:
-                if not fut.done():
-                    fut.set_result(by_text[text])
-            self._remember(by_text)
-
-    def _remember(self, by_text: dict[str, Vectors]) -> None:
-        if self._cache_size == 0:
-            return
-        for text, vector in by_text.items():
-            self._cache[text] = vector
-            self._cache.move_to_end(text)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)

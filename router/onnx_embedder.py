@@ -105,9 +105,17 @@ class OnnxEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx"] = "torch",
+def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx", "static"] = "torch",
                  onnx_path: str | Path | None = None) -> TextEncoder:
-    """The embedding model the settings ask for: sentence-transformers on torch, or its ONNX export."""
+    """The embedding model the settings ask for: sentence-transformers on torch, its ONNX export, or the
+    static model distilled from it."""
+    if backend == "static":
+        if settings.static_path is None:
+            raise EmbedderError("the static embedder backend needs static_path "
+                                "(run: python -m router.static_embedder --out <dir>)")
+        from router.static_embedder import StaticEmbedder
+
+        return StaticEmbedder(settings.static_path, settings)
     if backend == "onnx":
         if onnx_path is None:
             raise EmbedderError(f"the onnx embedder backend needs an exported model directory ({EXPORT_HINT})")

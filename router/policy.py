@@ -14,7 +14,7 @@ cheaper model, then to the generalist, then to the artifact's model order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from router.artifact import Artifact
 from router.clusters import soft_weights
 from router.ood import knn
 
+Refiner = Callable[[npt.NDArray[np.intp]], npt.NDArray[np.float32]]
 TIE = 1e-9  # utilities this close are a tie: float noise must not beat the cheaper model
 
 
@@ -58,6 +59,7 @@ class Decision:
     reason: str  # "best" | "ood_fallback" | "cliff"
     candidates: tuple[Candidate, ...]
     generalist: str = ""
+    ood_refined: bool = False  # the OOD call came from the artifact's refine embedder
 
     def fallbacks(self) -> list[str]:
         """Eligible models after ``model`` by utility, then the generalist (always last resort)."""
@@ -72,6 +74,7 @@ class Decision:
             "cluster": self.cluster,
             "ood_score": self.ood_score,
             "is_ood": self.is_ood,
+            "ood_refined": self.ood_refined,
             "knob": self.knob,
             "reason": self.reason,
             "candidates": [c.to_dict() for c in self.candidates],
@@ -87,6 +90,7 @@ class Estimates:
     is_ood: npt.NDArray[np.bool_]  # (n,)
     accuracy: npt.NDArray[np.float64]  # (n, m) expected accuracy
     cost: npt.NDArray[np.float64]  # (n, m) expected cost
+    refined: npt.NDArray[np.bool_] | None = None  # (n,) OOD call made by the refine embedder
 
 
 class Policy:
@@ -95,7 +99,7 @@ class Policy:
         self.models = artifact.models
         self.generalist_index = artifact.models.index(artifact.generalist)
 
-    def estimate(self, embeddings: npt.ArrayLike) -> Estimates:
+    def estimate(self, embeddings: npt.ArrayLike, refine: Refiner | None = None) -> Estimates:
         a = self.artifact
         x = np.asarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != a.embedder_dim:
@@ -106,6 +110,7 @@ class Policy:
         k = max(a.ood_k, a.knn_k)
         _, neighbours, sims = knn(x, a.reference, k)
         ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
+        ood_score, is_ood, refined = self._out_of_domain(x, cluster, ood_score, refine)
         if a.knn_weight > 0:
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
             # prior each side): a lone lucky neighbour cannot crown a model.
@@ -114,10 +119,37 @@ class Policy:
         return Estimates(
             cluster=cluster,
             ood_score=ood_score,
-            is_ood=ood_score > a.ood_cluster_thresholds[cluster],
+            is_ood=is_ood,
             accuracy=accuracy,
             cost=cost,
+            refined=refined,
         )
+
+    def _out_of_domain(
+        self, x: npt.NDArray[np.float32], cluster: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
+        refine: Refiner | None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(score, is_ood, refined). Without a refine tier: the kNN distance against the cluster's threshold.
+        With one: rows whose fast score reaches ``refine_above`` are scored again by the refine embedder,
+        and every score is reported in units of its own threshold (1.0 is the line), so one scale ranks them.
+        """
+        a = self.artifact
+        thresholds = a.ood_cluster_thresholds[cluster]
+        tier = a.refine
+        if tier is None:
+            return score, score > thresholds, np.zeros(len(score), dtype=bool)
+        if refine is None:
+            raise ValueError(f"this artifact has a refine tier: vectors from {tier.embedder_name!r} are needed")
+        refined = score >= tier.refine_above[cluster]
+        score = score / np.maximum(thresholds, 1e-9)
+        rows = np.flatnonzero(refined)
+        if len(rows):
+            x2 = np.asarray(refine(rows), dtype=np.float32)
+            if x2.shape != (len(rows), tier.embedder_dim):
+                raise ValueError(f"refine vectors must have shape ({len(rows)}, {tier.embedder_dim}), got {x2.shape}")
+            fine = knn(x2, tier.reference, tier.ood_k)[0]
+            score[rows] = fine / np.maximum(tier.cluster_thresholds[cluster[rows]], 1e-9)
+        return score, score > 1.0, refined
 
     def _mask(
         self, est: Estimates, available: Collection[str] | None
@@ -188,8 +220,11 @@ class Policy:
         embeddings: npt.ArrayLike,
         knobs: float | Sequence[float] | npt.ArrayLike,
         available: Collection[str] | None = None,
+        refine: Refiner | None = None,
     ) -> list[Decision]:
-        est = self.estimate(embeddings)
+        """One decision per row. ``refine(rows) -> vectors`` embeds those rows with the artifact's refine
+        encoder (only asked for when the artifact has a refine tier and a row's OOD call is close)."""
+        est = self.estimate(embeddings, refine)
         n = est.accuracy.shape[0]
         knob_arr = np.broadcast_to(np.asarray(knobs, dtype=np.float64), (n,)).copy()
         if np.any(~np.isfinite(knob_arr)) or knob_arr.min(initial=0) < 0 or knob_arr.max(initial=1) > 1:
@@ -239,6 +274,7 @@ class Policy:
                     reason=reasons[i],
                     candidates=tuple(candidates),
                     generalist=self.artifact.generalist,
+                    ood_refined=bool(est.refined is not None and est.refined[i]),
                 )
             )
         return decisions

@@ -1,6 +1,6 @@
 """The request path: resolve the model, embed, decide, call the backend with its fallback chain, account.
 
-``Triage`` receives everything it uses (settings, embedder, backend pool, metrics, decision log, routing
+``Triage`` receives everything it uses (settings, decider, backend pool, metrics, decision log, routing
 table) so tests build it with fakes where they must and real parts where they can.
 """
 
@@ -14,15 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
 from router.artifact import Artifact
 from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
+from router.decider import Decider
 from router.decisionlog import DecisionLog
-from router.embedder import BatchingEmbedder
 from router.errors import BackendFailed, InvalidRequest, TriageError, UnknownModel, sse_error
 from router.metrics import Metrics
 from router.policy import Decision, Policy
@@ -101,7 +100,7 @@ class Triage:
         self,
         settings: Settings,
         routing: Routing,
-        embedder: BatchingEmbedder,
+        decider: Decider,
         pool: BackendPool,
         metrics: Metrics,
         decisions: DecisionLog,
@@ -109,7 +108,7 @@ class Triage:
     ) -> None:
         self.settings = settings
         self.routing = routing
-        self.embedder = embedder
+        self.decider = decider
         self.pool = pool
         self.metrics = metrics
         self.decisions = decisions
@@ -131,8 +130,9 @@ class Triage:
     def reload(self, path: str | None = None) -> Routing:
         """Validate the new artifact fully, then swap; on any error the current one keeps serving."""
         artifact = Artifact.load(
-            path or self.settings.artifact, embedder_name=self.embedder.name, embedder_dim=self.embedder.dim
+            path or self.settings.artifact, embedder_name=self.decider.name, embedder_dim=self.decider.dim
         )
+        self.decider.check(artifact)
         routing = Routing(artifact)
         self.check_routing(routing)
         self.routing = routing
@@ -174,10 +174,12 @@ class Triage:
             raise InvalidRequest("nothing to route: the last user message is empty", param="messages")
 
         started = time.perf_counter()
-        vector = await self.embedder.embed(text)
         routing = self.routing
         available = self.pool.available() & set(routing.artifact.models)
-        decision = routing.policy.decide(np.asarray(vector)[None, :], knob, available)[0]
+        try:
+            decision = await self.decider.decide(text, routing.policy, knob, available)
+        except ValueError as exc:  # the policy refused the knob: the caller's fault, said plainly
+            raise InvalidRequest(str(exc), param="triage.knob") from None
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
         chain = self._chain(decision)

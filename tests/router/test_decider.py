@@ -1,0 +1,89 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from router.decider import Decider
+from router.embedder import Embedder
+from router.settings import EmbedderSettings
+
+
+class CountingEncoder:
+    name, dim = "counting", 4
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(texts)
+        return np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
+
+
+class EchoPolicy:
+    """Stands in for Policy: one 'decision' per row, (first vector component, knob, group size)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def decide(self, vectors: np.ndarray, knobs: np.ndarray, available: object = None, refine: object = None
+               ) -> list[tuple[float, float, int]]:
+        if np.any(knobs > 1):
+            raise ValueError("knobs must lie in [0, 1]")
+        self.calls.append(len(vectors))
+        return [(float(v[0]), float(k), len(vectors)) for v, k in zip(vectors, knobs, strict=True)]
+
+
+async def test_requests_queued_together_share_one_batch_and_repeats_hit_the_cache() -> None:
+    encoder, policy = CountingEncoder(), EchoPolicy()
+    decider = Decider(encoder, EmbedderSettings(max_batch=64))
+    await decider.start()
+    results = await asyncio.gather(*(decider.decide("x" * n, policy, n / 10) for n in range(1, 11)))  # type: ignore[arg-type]
+    assert [r[:2] for r in results] == [(n, n / 10) for n in range(1, 11)]  # type: ignore[index]
+    # All ten were queued before the worker woke: one model call and one policy call for the lot.
+    assert [len(b) for b in encoder.batches] == [10] and policy.calls == [10]
+    again = await decider.decide("xxx", policy, 0.5)  # type: ignore[arg-type]
+    assert again[0] == 3 and len(encoder.batches) == 1
+    await decider.stop()
+
+
+async def test_a_lone_request_is_not_held_back_to_fill_a_batch() -> None:
+    decider = Decider(CountingEncoder(), EmbedderSettings(max_wait_ms=0))
+    await decider.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await decider.decide("alone", EchoPolicy(), 0.5)  # type: ignore[arg-type]
+    assert loop.time() - started < 0.5
+    await decider.stop()
+
+
+async def test_an_encoder_failure_reaches_every_waiter_and_the_worker_survives() -> None:
+    class Flaky(CountingEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            if "bad" in texts:
+                raise RuntimeError("model failed")
+            return super().encode(texts)
+
+    decider = Decider(Flaky(), EmbedderSettings(cache_size=0))
+    await decider.start()
+    with pytest.raises(RuntimeError, match="model failed"):
+        await decider.decide("bad", EchoPolicy(), 0.5)  # type: ignore[arg-type]
+    assert (await decider.decide("good", EchoPolicy(), 0.5))[0] == 4  # type: ignore[arg-type,index]
+    await decider.stop()
+
+
+async def test_a_policy_error_fails_only_its_own_group() -> None:
+    decider = Decider(CountingEncoder(), EmbedderSettings(max_wait_ms=50))
+    await decider.start()
+    good, bad = EchoPolicy(), EchoPolicy()
+    results = await asyncio.gather(decider.decide("a", good, 0.5), decider.decide("b", bad, 2.0),  # type: ignore[arg-type]
+                                   return_exceptions=True)
+    assert results[0][1] == 0.5 and isinstance(results[1], ValueError)  # type: ignore[index]
+    await decider.stop()
+
+
+def test_the_packaged_minilm_loads_offline_and_gives_unit_vectors(embedder: Embedder) -> None:
+    vectors = embedder.encode(["What is 2 + 2?", "Translate 'cat' into French.", "What is 2 + 2?"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[2], atol=1e-6)
+    assert float(vectors[0] @ vectors[1]) < 0.5
