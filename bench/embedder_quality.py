@@ -3,13 +3,15 @@ dataset with each embedder, and leave-one-domain-out on RouterDC, side by side.
 
     .venv/bin/python -m bench.embedder_quality [--out var/bench/quality] [--datasets routerdc,llmrouter,...]
 
-Embedders: ``minilm`` (all-MiniLM-L6-v2: the torch and ONNX backends, same vectors), ``static`` (the model2vec
+Embedders: ``minilm`` (all-MiniLM-L6-v2: the torch and ONNX backends, same vectors), ``int8`` (its
+dynamic-int8 ONNX copy, calibrated on its own vectors), ``static`` (the model2vec
 table distilled from it; OOD by the static vectors alone) and ``tiered`` (static for clusters, table and most
 OOD calls; MiniLM re-scores the queries whose static OOD score is in the upper half of held-out in-domain
 ones). Prints AIQ (datasets with a cost dimension), accuracy at knob 1, OOD AUROC where the eval has
 held-out domains, the share of in-domain test queries the tiered router refined, and the differences to
 MiniLM. The issue's rule: a change that alters routing keeps AIQ and accuracy within 0.5 points and OOD
-AUROC within 0.01. Needs ``models/minilm-static`` (``python -m router.static_embedder --out ...``).
+AUROC within 0.01. Needs ``models/minilm-static`` (``python -m router.static_embedder --out ...``) and
+``models/minilm-onnx-int8`` (``python -m router.onnx_export --int8-out ...``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "routeprofile": {"data": "routeprofile_test.jsonl"},
     "routellm": {"data": "routellm_mmlu_gsm8k.jsonl", "prices": PRICES_ROUTELLM},
 }
-EMBEDDERS = {"minilm": [], "static": ["--embedder", "static"],
+EMBEDDERS = {"minilm": [], "int8": ["--embedder", "int8"], "static": ["--embedder", "static"],
              "tiered": ["--embedder", "static", "--refine-ood"]}
 
 
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {e: run_one(name, DATASETS[name], e, args.out) for e in embedders}
         base = rows.get("minilm")
         for e, row in rows.items():
-            def delta(key: str, digits: int, row: dict[str, Any] = row) -> str:
+            def delta(key: str, digits: int, row: dict[str, Any] = row, e: str = e,
+                      base: dict[str, Any] | None = base) -> str:
                 if base is None or row[key] is None or base[key] is None or e == "minilm":
                     return ""
                 return f"{row[key] - base[key]:+.{digits}f}"
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_lodo:
         lodo = {e: run_lodo(e, args.out) for e in embedders}
         lines += ["", "Leave-one-domain-out on RouterDC: OOD AUROC of each held-out domain against the others",
-                  "", "| domain | " + " | ".join(embedders) + " | routed − generalist (" + " / ".join(embedders) + ") |",
+                  "", "| domain | " + " | ".join(embedders)
+                  + " | routed − generalist (" + " / ".join(embedders) + ") |",
                   "|---|" + "---|" * (len(embedders) + 1)]
         for domain in lodo[embedders[0]]:
             aurocs = " | ".join(f"{lodo[e][domain]['auroc']:.4f}" for e in embedders)

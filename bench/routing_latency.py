@@ -1,127 +1,124 @@
-"""How long Triage takes to decide: ``POST /v1/route`` over HTTP, and the in-process decision path alone.
+"""How long Triage takes to decide: ``POST /v1/route`` over HTTP for each embedder, side by side in one run.
 
-    .venv/bin/python -m bench.routing_latency [--sequential 200] [--per-level 256]
+    .venv/bin/python -m bench.routing_latency [--sequential 300] [--per-level 2000] [--embedders onnx,static,tiered]
 
-Over HTTP (``triage serve`` in its own process, the default embedder, every prompt new so the embedding
-cache never answers): p50/p99 of one request at a time, then at 1, 8, 32 and 128 concurrent clients with
-decisions/s; the router's RSS. In process (same model, same artifact, no HTTP): embed + policy for one
-query at a time, the policy alone, and embed + policy for a batch of 64 (what the micro-batcher does
-under load).
+For each embedder configuration, ``triage serve`` runs in its own process (fake backends: nothing is generated)
+with its own artifact calibrated from RouterDC's train rows:
+
+- ``onnx``: all-MiniLM-L6-v2 exported to ONNX (the vectors of the torch backend), artifact fitted on it;
+- ``int8``: that export quantised to int8 (its own vectors), artifact fitted on it;
+- ``static``: the model2vec table distilled from it, artifact fitted on it, OOD by the static vectors alone;
+- ``tiered``: static for clusters, table and most OOD calls, the ONNX MiniLM re-scoring the close ones
+  (``--refine-ood``); ``torch`` is available too.
+
+Queries are RouterDC test queries, each used once (no embedding-cache hits): "short" ones (at most 100
+characters, the pool reused in order; the embedding cache is off) and all of them (median ~200 characters,
+up to 2,000). Printed per configuration: p50/p99 of one
+request at a time, then p50/p99 and decisions/s at 1, 8, 32 and 128 concurrent keep-alive clients (the lean
+client in bench/rawhttp.py: httpx would saturate its own core first), and the router's RSS afterwards.
+The share of decisions the refine tier re-scored is the router's own ``triage_ood_refined_total``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bench.load import load_queries
 from bench.outcomes import percentile
+from bench.rawhttp import run
 from bench.stack import BenchStack, ensure_artifact
 
 LEVELS = (1, 8, 32, 128)
+SHORT = 100
+CONFIGS: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
+    "torch": ({"backend": "torch"}, ()),
+    "onnx": ({"backend": "onnx", "onnx_path": "models/minilm-onnx"}, ()),
+    "int8": ({"backend": "onnx", "onnx_path": "models/minilm-onnx-int8", "name": "all-MiniLM-L6-v2-int8"},
+             ("--embedder", "int8")),
+    "static": ({"backend": "static", "static_path": "models/minilm-static"}, ("--embedder", "static")),
+    "tiered": ({"backend": "static", "static_path": "models/minilm-static", "refine_backend": "onnx",
+                "onnx_path": "models/minilm-onnx"}, ("--embedder", "static", "--refine-ood")),
+}
 
 
-async def over_http(url: str, prompts: Iterator[str], concurrency: int, requests: int) -> tuple[list[float], float]:
-    """Latencies (s) of ``requests`` decisions sent by ``concurrency`` clients, and the wall time."""
-    latencies: list[float] = []
-    remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        async def one_client() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                body = {"model": "triage", "messages": [{"role": "user", "content": next(prompts)}]}
-                started = time.perf_counter()
-                response = await client.post("/v1/route", json=body)
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        return latencies, time.perf_counter() - started
+def bodies(queries: list[str]) -> Iterator[dict[str, object]]:
+    for query in queries:
+        yield {"model": "triage", "messages": [{"role": "user", "content": query}]}
 
 
 def line(label: str, latencies: list[float], wall: float | None = None) -> str:
     rate = f"{len(latencies) / wall:10.0f}" if wall else f"{'':>10}"
-    return (f"{label:<40}{len(latencies):>6}{percentile(latencies, 0.5) * 1000:>10.2f}"
+    return (f"{label:<44}{len(latencies):>6}{percentile(latencies, 0.5) * 1000:>10.2f}"
             f"{percentile(latencies, 0.99) * 1000:>10.2f}{rate}")
 
 
-def in_process(artifact: Path, prompts: Iterator[str], n: int) -> list[str]:
-    from router.artifact import Artifact
-    from router.embedder import Embedder
-    from router.policy import Policy
+def refined(url: str) -> tuple[float, float]:
+    text = httpx.get(url + "/metrics").text
+    def total(name: str) -> float:
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
+    return total("triage_ood_refined_total"), total("triage_decision_seconds_count")
 
-    embedder = Embedder()  # the router's defaults: one torch thread
-    artifact_obj = Artifact.load(artifact, embedder_name=embedder.name, embedder_dim=embedder.dim)
-    policy = Policy(artifact_obj)
-    for _ in range(10):  # warm up the model
-        policy.decide(embedder.encode([next(prompts)]), 0.5)
-    whole, policy_only = [], []
-    for _ in range(n):
-        started = time.perf_counter()
-        vector = embedder.encode([next(prompts)])
-        embedded = time.perf_counter()
-        policy.decide(vector, 0.5)
-        done = time.perf_counter()
-        whole.append(done - started)
-        policy_only.append(done - embedded)
-    batch = [next(prompts) for _ in range(64 * 8)]
-    started = time.perf_counter()
-    for i in range(0, len(batch), 64):
-        policy.decide(embedder.encode(batch[i:i + 64]), np.full(64, 0.5))
-    wall = time.perf_counter() - started
-    per_decision = [wall / len(batch)] * len(batch)
-    # The same policy with one BLAS thread: OpenBLAS's default pool contends on a busy two-core machine.
-    with threadpool_limits(1):
-        one_thread = []
-        for _ in range(n):
-            vector = embedder.encode([next(prompts)])
-            started = time.perf_counter()
-            policy.decide(vector, 0.5)
-            one_thread.append(time.perf_counter() - started)
-    return [line("in process: embed + policy, one query", whole),
-            line("in process: policy alone, one query", policy_only),
-            line("in process: policy alone, 1 BLAS thread", one_thread),
-            line("in process: embed + policy, batches of 64", per_decision, wall)]
+
+def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, object]],
+            long: Iterator[dict[str, object]], sequential: int, per_level: int) -> list[str]:
+    # No embedding cache: the short pool is reused, and a cache hit would measure a dictionary lookup.
+    settings = {**CONFIGS[name][0], "cache_size": 0}
+    lines = []
+    with BenchStack(artifact, workdir / name, health={"probe_interval_s": 0}, embedder=settings) as stack:
+        url = stack.triage.url
+        run(url, "/v1/route", short, 1, 50)  # warm-up
+        for label, source in (("short", short), ("all", long)):
+            latencies, _ = run(url, "/v1/route", source, 1, sequential)
+            lines.append(line(f"{name}: {label} queries, one at a time", latencies))
+        for level in LEVELS:
+            latencies, wall = run(url, "/v1/route", short, level, max(per_level, 4 * level))
+            lines.append(line(f"{name}: short, {level} concurrent clients", latencies, wall))
+        latencies, wall = run(url, "/v1/route", long, 32, per_level)
+        lines.append(line(f"{name}: all, 32 concurrent clients", latencies, wall))
+        done, decisions = refined(url)
+        if done:
+            lines.append(f"{name}: the refine tier re-scored {done:.0f} of {decisions:.0f} decisions "
+                         f"({100 * done / decisions:.0f} %)")
+        lines.append(f"{name}: router RSS after the runs: {stack.triage.rss_mib():.0f} MiB")
+    return lines
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.routing_latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sequential", type=int, default=200)
-    parser.add_argument("--per-level", type=int, default=256, help="decisions per concurrency level")
-    parser.add_argument("--artifact", default="var/bench/artifact")
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--per-level", type=int, default=2000, help="decisions per concurrency level")
+    parser.add_argument("--embedders", default="onnx,int8,static,tiered")
+    parser.add_argument("--artifacts", default="var/bench/artifacts", help="one calibrated artifact per embedder")
     parser.add_argument("--workdir", default="var/bench/routing")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    artifact = ensure_artifact(Path(args.artifact))
-    prompts = iter(load_queries(20_000, seed=3))  # each prompt is used once: no embedding-cache hits
-    header = f"{'path':<40}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}"
-    lines = [header]
-    with BenchStack(artifact, Path(args.workdir), health={"probe_interval_s": 0}) as stack:
-        url = stack.triage.url
-        asyncio.run(over_http(url, prompts, 1, 20))  # warm-up
-        latencies, _ = asyncio.run(over_http(url, prompts, 1, args.sequential))
-        lines.append(line("HTTP /v1/route, sequential", latencies))
-        for level in LEVELS:
-            requests = max(args.per_level, 4 * level)
-            latencies, wall = asyncio.run(over_http(url, prompts, level, requests))
-            lines.append(line(f"HTTP /v1/route, {level} concurrent clients", latencies, wall))
-        rss = stack.triage.rss_mib()
-    lines += in_process(artifact, prompts, args.sequential)
-    lines.append(f"router RSS after the HTTP runs: {rss:.0f} MiB")
+    names = args.embedders.split(",")
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        print(f"unknown embedders: {', '.join(sorted(unknown))} (choose from {', '.join(CONFIGS)})", file=sys.stderr)
+        return 2
+    # Artifacts: MiniLM's serves torch and onnx alike (same vectors).
+    artifacts = {n: ensure_artifact(Path(args.artifacts) / ("minilm" if n in ("torch", "onnx") else n),
+                                    flags=CONFIGS[n][1]) for n in names}
+    everything = load_queries(20_000, seed=3)
+    short_pool = [q for q in everything if len(q) <= SHORT]
+    lines = [f"{'path':<44}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}"]
+    for name in names:
+        # Every configuration gets the same queries in the same order: a side-by-side comparison.
+        lines += measure(name, artifacts[name], Path(args.workdir), iter(short_pool * 20), iter(everything),
+                         args.sequential, args.per_level)
+        print("\n".join(lines[-9:]), flush=True)
+    print(f"\nshort queries: {len(short_pool)} distinct RouterDC test queries of at most {SHORT} characters "
+          "(reused in order; the router's embedding cache is off)")
     print("\n".join(lines))
     return 0
 

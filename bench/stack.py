@@ -17,13 +17,13 @@ DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" /
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
 
 
-def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST) -> Path:
-    """Calibrate with the project's own CLI unless ``out`` already holds an artifact."""
+def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
+    """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact."""
     if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        code = calibrate(["calibrate", "--data", data, "--out", str(out), "--generalist", generalist])
+        code = calibrate(["calibrate", "--data", data, "--out", str(out), "--generalist", generalist, *flags])
         if code:
             raise RuntimeError(f"triage calibrate exited with {code}")
     return out

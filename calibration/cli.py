@@ -76,17 +76,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_embedder_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", choices=("minilm", "static"), default="minilm",
-                        help="minilm: all-MiniLM-L6-v2 (the router's torch/onnx backends); static: the model2vec "
-                        "table distilled from it (the router's static backend)")
+    parser.add_argument("--embedder", choices=("minilm", "int8", "static"), default="minilm",
+                        help="minilm: all-MiniLM-L6-v2 (the router's torch/onnx backends); int8: its dynamic-int8 "
+                        "ONNX copy (its own vectors); static: the model2vec table distilled from it")
     parser.add_argument("--static-model", type=Path, default=Path("models/minilm-static"),
                         help="--embedder static: dir written by python -m router.static_embedder")
+    parser.add_argument("--int8-model", type=Path, default=Path("models/minilm-onnx-int8"),
+                        help="--embedder int8: dir written by python -m router.onnx_export --int8-out")
 
 
-def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None) -> Encoder:
+def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None,
+                 int8_model: Path | None = None) -> Encoder:
     from router.embedder import Embedder, EmbedderError
     from router.settings import EmbedderSettings
 
+    if kind == "int8":
+        from router.onnx_embedder import OnnxEmbedder
+        from router.onnx_export import read_meta
+
+        path = int8_model or Path("models/minilm-onnx-int8")
+        meta = read_meta(path)
+        if meta is None:
+            raise UsageError(f"no int8 ONNX model in {path.name!r} (run: python -m router.onnx_export --int8-out DIR)")
+        return OnnxEmbedder(path, EmbedderSettings(name=meta["name"], threads=threads))
     if kind == "static":
         from router.static_embedder import StaticEmbedder
 
@@ -167,7 +179,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         raise UsageError("--refine-ood refines a fast embedder's calls: use it with --embedder static")
     if not 0 < args.refine_quantile < args.ood_quantile:
         raise UsageError("--refine-quantile must lie in (0, --ood-quantile)")
-    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
+    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
     x = EmbeddingCache(encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     x_refine = None
     if args.refine_ood:
@@ -303,7 +315,7 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
     command = "triage " + shlex.join(args.argv)
     if args.artifact is None:
         raise UsageError("--artifact is required (or --leave-one-domain-out)")
-    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
+    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
     if artifact.refine is not None:
         refine_encoder = refine_encoder or make_encoder(args.threads)

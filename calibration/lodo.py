@@ -202,7 +202,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         print(f"triage eval: error: --generalist {generalist!r} is not one of the models", file=sys.stderr)
         return 2
     try:
-        encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model)
+        encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
     except UsageError as exc:
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2

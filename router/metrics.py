@@ -42,6 +42,8 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0), registry=registry,
         )
         self.fallbacks = Counter("triage_fallbacks", "Fallbacks by reason", ["reason"], registry=registry)
+        self.ood_refined = Counter("triage_ood_refined", "Decisions whose OOD call the artifact's refine "
+                                   "embedder made (a tiered artifact only)", registry=registry)
         self.backend_up = Gauge("triage_backend_up", "1 if the last probe or call succeeded", ["backend"],
                                 registry=registry)
         self.circuit_state = Gauge("triage_circuit_state", "0 closed, 1 half-open, 2 open", ["backend"],

@@ -182,6 +182,8 @@ class Triage:
             raise InvalidRequest(str(exc), param="triage.knob") from None
         elapsed = time.perf_counter() - started
         self.metrics.decision_seconds.observe(elapsed)
+        if decision.ood_refined:
+            self.metrics.ood_refined.inc()
         chain = self._chain(decision)
         return Routed(request_id, backend=chain[0], reason=decision.reason, knob=knob, cluster=decision.cluster,
                       ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)

@@ -13,11 +13,14 @@ stamp=.venv/.triage-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing torch 2.13.0 (CPU) and Triage into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,onnx-export]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,onnx-export,static]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, sentence_transformers, fastapi, openai" \
     || { echo "[setup] the router environment is broken; see the pip output above" >&2; exit 1; }
   touch "$stamp"
 fi
-# The same embedding model exported to ONNX (same vectors; no torch at run time); reused when up to date.
-.venv/bin/python -m router.onnx_export --out models/minilm-onnx
-echo "[setup] router environment ready (.venv, models/minilm-onnx)"
+# The same embedding model exported to ONNX (same vectors; no torch at run time), and its int8 copy (its own
+# vectors: an option, bench/README.md); both reused when up to date.
+.venv/bin/python -m router.onnx_export --out models/minilm-onnx --int8-out models/minilm-onnx-int8
+# The static (model2vec) table distilled from it: an option for speed (bench/README.md says what it costs).
+[ -f models/minilm-static/triage.json ] || .venv/bin/python -m router.static_embedder --out models/minilm-static
+echo "[setup] router environment ready (.venv, models/minilm-onnx, models/minilm-onnx-int8, models/minilm-static)"
