@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,24 +21,71 @@ class HttpError(Exception):
     pass
 
 
-def request_bytes(host: str, path: str, body: dict[str, Any]) -> bytes:
+def request_bytes(host: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
     payload = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}"
             f"content-length: {len(payload)}\r\n\r\n")
     return head.encode() + payload
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader,
+                         on_chunk: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
+    """Status and body; a chunked body (SSE) is read chunk by chunk, each passed to ``on_chunk`` on arrival."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
-    length = 0
+    length, chunked = 0, False
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
+        name = name.strip().lower()
+        if name == "content-length":
             length = int(value)
-    body = await reader.readexactly(length) if length else b""
-    return status, body
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if not chunked:
+        body = await reader.readexactly(length) if length else b""
+        if on_chunk is not None and body:
+            on_chunk(body)
+        return status, body
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return status, b"".join(parts)
+        chunk = (await reader.readexactly(size + 2))[:-2]
+        parts.append(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
+
+
+class Pool:
+    """Idle keep-alive connections per (host, port); a client takes one per request and gives it back."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+
+    async def request(self, url: str, path: str, payload: bytes,
+                      on_chunk: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
+        parts = urlsplit(url)
+        key = (parts.hostname or "127.0.0.1", parts.port or 80)
+        idle = self._idle.setdefault(key, [])
+        reader, writer = idle.pop() if idle else await asyncio.open_connection(*key)
+        try:
+            writer.write(payload)
+            result = await _read_response(reader, on_chunk)
+        except BaseException:
+            writer.close()
+            raise
+        idle.append((reader, writer))
+        return result
+
+    def close(self) -> None:
+        for connections in self._idle.values():
+            for _, writer in connections:
+                writer.close()
+        self._idle.clear()
 
 
 async def post_many(url: str, path: str, bodies: Iterator[dict[str, Any]], concurrency: int,

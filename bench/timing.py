@@ -6,10 +6,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from bench.outcomes import percentile
+from bench.rawhttp import Pool, request_bytes
 
 
 @dataclass
@@ -38,6 +40,29 @@ async def timed_call(client: httpx.AsyncClient, url: str, body: dict[str, Any], 
             tail = (tail + chunk)[-64:]
     ok = response.status_code == 200 and tail.rstrip().endswith(b"data: [DONE]")
     return Timed(ok, time.perf_counter() - started, first)
+
+
+async def timed_raw(pool: Pool, url: str, body: dict[str, Any], headers: dict[str, str]) -> Timed:
+    """``timed_call`` on bench/rawhttp.py's lean client (the body is serialised before the clock starts)."""
+    parts = urlsplit(url)
+    payload = request_bytes(parts.netloc, parts.path, body, headers)
+    first: float | None = None
+    pending = b""
+
+    def on_chunk(chunk: bytes) -> None:
+        nonlocal first, pending
+        if first is None:
+            pending += chunk
+            *events, pending = pending.split(b"\n\n")
+            if any(_has_token(event) for event in events):
+                first = time.perf_counter() - started
+
+    started = time.perf_counter()
+    status, content = await pool.request(url, parts.path, payload, on_chunk if body.get("stream") else None)
+    total = time.perf_counter() - started
+    if body.get("stream"):
+        return Timed(status == 200 and content.rstrip().endswith(b"data: [DONE]"), total, first)
+    return Timed(status == 200 and b'"choices"' in content, total)
 
 
 def _has_token(event: bytes) -> bool:
