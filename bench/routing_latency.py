@@ -11,8 +11,9 @@ with its own artifact calibrated from RouterDC's train rows:
 - ``tiered``: static for clusters, table and most OOD calls, the ONNX MiniLM re-scoring the close ones
   (``--refine-ood``); ``torch`` is available too.
 
-Queries are RouterDC test queries, each used once (no embedding-cache hits): "short" ones (at most 100
-characters, the pool reused in order; the embedding cache is off) and all of them (median ~200 characters,
+Queries are RouterDC test queries, each used once (no embedding-cache hits): "short" ones (at most 32
+MiniLM tokens: 100 characters of Chinese are ~100 tokens, of English ~25; the pool reused in order, the
+router's embedding cache off) and all of them (median ~200 characters,
 up to 2,000). Printed per configuration: p50/p99 of one
 request at a time, then p50/p99 and decisions/s at 1, 8, 32 and 128 concurrent keep-alive clients (the lean
 client in bench/rawhttp.py: httpx would saturate its own core first), and the router's RSS afterwards.
@@ -35,15 +36,16 @@ from bench.rawhttp import run
 from bench.stack import BenchStack, ensure_artifact
 
 LEVELS = (1, 8, 32, 128)
-SHORT = 100
+MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh
+SHORT_TOKENS = 32  # MiniLM WordPiece tokens, [CLS] and [SEP] included
 CONFIGS: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "torch": ({"backend": "torch"}, ()),
-    "onnx": ({"backend": "onnx", "onnx_path": "models/minilm-onnx"}, ()),
-    "int8": ({"backend": "onnx", "onnx_path": "models/minilm-onnx-int8", "name": "all-MiniLM-L6-v2-int8"},
+    "onnx": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx")}, ()),
+    "int8": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx-int8"), "name": "all-MiniLM-L6-v2-int8"},
              ("--embedder", "int8")),
-    "static": ({"backend": "static", "static_path": "models/minilm-static"}, ("--embedder", "static")),
-    "tiered": ({"backend": "static", "static_path": "models/minilm-static", "refine_backend": "onnx",
-                "onnx_path": "models/minilm-onnx"}, ("--embedder", "static", "--refine-ood")),
+    "static": ({"backend": "static", "static_path": str(MODELS / "minilm-static")}, ("--embedder", "static")),
+    "tiered": ({"backend": "static", "static_path": str(MODELS / "minilm-static"), "refine_backend": "onnx",
+                "onnx_path": str(MODELS / "minilm-onnx")}, ("--embedder", "static", "--refine-ood")),
 }
 
 
@@ -79,7 +81,7 @@ def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, 
         for level in LEVELS:
             latencies, wall = run(url, "/v1/route", short, level, max(per_level, 4 * level))
             lines.append(line(f"{name}: short, {level} concurrent clients", latencies, wall))
-        latencies, wall = run(url, "/v1/route", long, 32, per_level)
+        latencies, wall = run(url, "/v1/route", long, 32, min(per_level, 500))
         lines.append(line(f"{name}: all, 32 concurrent clients", latencies, wall))
         done, decisions = refined(url)
         if done:
@@ -110,14 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = {n: ensure_artifact(Path(args.artifacts) / ("minilm" if n in ("torch", "onnx") else n),
                                     flags=CONFIGS[n][1]) for n in names}
     everything = load_queries(20_000, seed=3)
-    short_pool = [q for q in everything if len(q) <= SHORT]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MODELS / "minilm-onnx" / "tokenizer.json"))
+    tokenizer.no_padding()
+    short_pool = [q for q in everything if len(tokenizer.encode(q).ids) <= SHORT_TOKENS]
     lines = [f"{'path':<44}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}"]
     for name in names:
         # Every configuration gets the same queries in the same order: a side-by-side comparison.
-        lines += measure(name, artifacts[name], Path(args.workdir), iter(short_pool * 20), iter(everything),
+        lines += measure(name, artifacts[name], Path(args.workdir), bodies(short_pool * 20), bodies(everything),
                          args.sequential, args.per_level)
         print("\n".join(lines[-9:]), flush=True)
-    print(f"\nshort queries: {len(short_pool)} distinct RouterDC test queries of at most {SHORT} characters "
+    print(f"\nshort queries: {len(short_pool)} distinct RouterDC test queries of at most {SHORT_TOKENS} tokens "
           "(reused in order; the router's embedding cache is off)")
     print("\n".join(lines))
     return 0
