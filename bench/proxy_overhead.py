@@ -65,8 +65,9 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
                 body = bodies(target, stream, prompts, max_tokens)
                 try:
                     timed = await timed_raw(pool, target.url + "/chat/completions", body, dict(target.headers))
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     series[target.name].failures += 1
+                    series[target.name].errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     continue
                 series[target.name].add(timed)
 
@@ -88,6 +89,7 @@ def rows(label: str, series: dict[str, Series], baseline: str, ttft: bool) -> li
             added = f"+{p50 - b50:7.2f} / +{p99 - b99:7.2f}   x{p50 / b50:5.2f} / x{p99 / b99:5.2f}"
         n = len(s.first_token if ttft else s.total)
         out.append(f"{label:<34}{name:<9}{n:>6}{s.failures:>5}{p50:>10.2f}{p99:>10.2f}   {added}")
+        out += [f"    failure: {error}" for error in sorted(set(s.errors))[:3]]
     return out
 
 
@@ -96,9 +98,11 @@ async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, back
     prompts = itertools.cycle(load_queries(20_000, seed=11))
     targets = [Target("direct", fake.base_url, fake.served_name), Target("pinned", triage_url + "/v1", backend),
                Target("routed", triage_url + "/v1", None), *([litellm] if litellm else [])]
+    wanted = args.targets.split(",")
+    targets = [t for t in targets if t.name in wanted or t.name == "direct"]
     header = f"{'mode':<34}{'target':<9}{'n':>6}{'fail':>5}{'p50 ms':>10}{'p99 ms':>10}   added p50 / p99 (ms), ratio"
     lines = [header]
-    for concurrency in (1, 64):
+    for concurrency in (int(c) for c in args.levels.split(",")):
         n = args.requests if concurrency == 1 else args.requests * 2
         await measure(targets, False, concurrency, 10, prompts, args.max_tokens)  # warm connections and caches
         plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens)
@@ -106,7 +110,7 @@ async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, back
         streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens)
         lines += rows(f"streaming first token, c={concurrency}", streamed, "direct", ttft=True)
         lines += rows(f"streaming total, c={concurrency}", streamed, "direct", ttft=False)
-    if args.vllm_url:
+    if args.vllm_url and args.vllm_model:
         vllm = [Target("direct", args.vllm_url.rstrip("/"), args.vllm_model),
                 Target("pinned", triage_url + "/v1", "vllm")]
         for stream in (False, True):
@@ -127,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-requests", type=int, default=20)
     parser.add_argument("--vllm-max-tokens", type=int, default=16)
     parser.add_argument("--litellm", default=None, help="path of a `litellm` proxy script (optional)")
+    parser.add_argument("--targets", default="pinned,routed,litellm",
+                        help="besides direct: routed requests embed, and their CPU slows the others at c=64")
+    parser.add_argument("--levels", default="1,64", help="concurrent clients, comma-separated")
+    parser.add_argument("--tokens-per-s", type=float, default=0,
+                        help="the fake's generation speed per stream (0: instant, a saturation test at c=64)")
     return parser
 
 
@@ -134,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     artifact = ensure_artifact(Path(args.artifact))
     models, generalist = artifact_models(artifact)
-    fake = FakeProcess("fast", {"latency_ms": 0, "tokens_per_s": 0, "completion_tokens": args.max_tokens}).start()
+    fake = FakeProcess("fast", {"latency_ms": 0, "tokens_per_s": args.tokens_per_s,
+                                "completion_tokens": args.max_tokens}).start()
     triage: TriageProcess | None = None
     litellm: LiteLLMProcess | None = None
     try:

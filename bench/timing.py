@@ -87,6 +87,7 @@ class Series:
     total: list[float] = field(default_factory=list)
     first_token: list[float] = field(default_factory=list)
     failures: int = 0
+    errors: list[str] = field(default_factory=list)  # what the failures were (the first few are printed)
 
     def add(self, timed: Timed) -> None:
         if not timed.ok:
