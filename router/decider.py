@@ -53,7 +53,6 @@ class Decider:
         self._cache_size = settings.cache_size
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self.batches = 0  # for tests and benches: how many worker calls were made
 
     @property
     def name(self) -> str:
@@ -111,7 +110,6 @@ class Decider:
             live = [job for job in batch if not job.future.cancelled()]
             if not live:
                 continue
-            self.batches += 1
             try:
                 outcomes = await asyncio.to_thread(self._work, live)
             except Exception as exc:  # the model failed: every waiter gets the error, the worker lives on
