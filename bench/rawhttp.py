@@ -71,6 +71,8 @@ class Pool:
         parts = urlsplit(url)
         key = (parts.hostname or "127.0.0.1", parts.port or 80)
         idle = self._idle.setdefault(key, [])
+        while idle and idle[-1][0].at_eof():  # the server closed it while it sat idle (uvicorn: after 5 s)
+            idle.pop()[1].close()
         reader, writer = idle.pop() if idle else await asyncio.open_connection(*key)
         try:
             writer.write(payload)
