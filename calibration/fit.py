@@ -58,7 +58,7 @@ class FitConfig:
     # With a refine tier (a fast embedder for the table, a better one for close OOD calls): held-out queries
     # whose fast score is at or above this quantile of their cluster's held-out scores are re-scored by the
     # refine embedder. 0.4: the largest quantile whose OOD AUROC stayed within 0.01 of MiniLM alone on every
-    # RouterDC domain with >= 300 rows, in a leave-one-domain-out on train rows only (docs/results.md).
+    # RouterDC domain with >= 300 rows, in a leave-one-domain-out on train rows only (python -m bench.refine_quantile).
     refine_quantile: float = 0.4
 
 
