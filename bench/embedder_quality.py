@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.stack import DATA
+from bench.stack import CALIBRATE_FLAGS, DATA
 
 ROOT = Path(DATA).parent
 PRICES_ROUTELLM = str(Path(__file__).resolve().parents[1] / "calibration" / "prices" / "routellm_public.json")
@@ -32,8 +32,6 @@ DATASETS: dict[str, dict[str, Any]] = {
     "routeprofile": {"data": "routeprofile_test.jsonl"},
     "routellm": {"data": "routellm_mmlu_gsm8k.jsonl", "prices": PRICES_ROUTELLM},
 }
-EMBEDDERS = {"minilm": [], "int8": ["--embedder", "int8"], "static": ["--embedder", "static"],
-             "tiered": ["--embedder", "static", "--refine-ood"]}
 
 
 def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[s
     data = str(ROOT / spec["data"])
     prices = ["--prices", spec["prices"]] if "prices" in spec else []
     art, ev = out / f"{name}-{embedder}-art", out / f"{name}-{embedder}-eval"
-    flags = EMBEDDERS[embedder]
+    flags = CALIBRATE_FLAGS[embedder]
     eval_flags = [f for f in flags if f != "--refine-ood"]
     if triage(["calibrate", "--data", data, "--out", str(art), "--no-progress", *prices,
                *spec.get("calibrate", []), *flags]):
@@ -63,7 +61,7 @@ def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[s
 def run_lodo(embedder: str, out: Path) -> dict[str, dict[str, Any]]:
     from calibration.lodo import main as lodo
 
-    flags = EMBEDDERS[embedder]
+    flags = CALIBRATE_FLAGS[embedder]
     target = out / f"lodo-{embedder}"
     if lodo(["--data", DATA, "--out", str(target), "--generalist", "meta-llama/Meta-Llama-3-8B",
              "--no-progress", *flags]):
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.embedder_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/bench/quality"))
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--embedders", default=",".join(EMBEDDERS))
+    parser.add_argument("--embedders", default=",".join(CALIBRATE_FLAGS))
     parser.add_argument("--no-lodo", action="store_true")
     args = parser.parse_args(argv)
     embedders = args.embedders.split(",")

@@ -200,16 +200,20 @@ class TriageProcess:
         return float("nan")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
+
+
+def terminate(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM (a graceful drain, up to 20 s), then SIGKILL; nothing if it already exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def metric_values(text: str, name: str) -> dict[str, float]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fleet import FakeProcess, free_port, wait_healthy
+from bench.fleet import FakeProcess, free_port, terminate, wait_healthy
 
 
 @dataclass
@@ -55,11 +54,5 @@ class LiteLLMProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         ref, v, test, unseen = others & ~val & ~inner, others & val, others & inner, domains == domain
         scored = {}
         for name, x in (("fine", x_fine), ("fast", x_fast)):
-            line = np.quantile(ood_scores(x[v], x[ref], 10), 0.95)
             val_scores = ood_scores(x[v], x[ref], 10)
+            line = np.quantile(val_scores, 0.95)
             scored[name] = (ood_scores(x[test], x[ref], 10) / line, ood_scores(x[unseen], x[ref], 10) / line,
                             val_scores / line)
         row = [domain, str(int(unseen.sum())), f"{auroc(*scored['fine'][:2]):.4f}", f"{auroc(*scored['fast'][:2]):.4f}"]

@@ -23,29 +23,30 @@ The share of decisions the refine tier re-scored is the router's own ``triage_oo
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
+from bench.fleet import metric_values
 from bench.load import load_queries
 from bench.outcomes import percentile
 from bench.rawhttp import run
-from bench.stack import BenchStack, ensure_artifact
+from bench.stack import CALIBRATE_FLAGS, BenchStack, ensure_artifact
 
 LEVELS = (1, 8, 32, 128)
 MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh
 SHORT_TOKENS = 32  # MiniLM WordPiece tokens, [CLS] and [SEP] included
-CONFIGS: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
-    "torch": ({"backend": "torch"}, ()),
-    "onnx": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx")}, ()),
+# The router's embedder settings per configuration, and the artifact (bench.stack.CALIBRATE_FLAGS) each needs.
+CONFIGS: dict[str, tuple[dict[str, object], str]] = {
+    "torch": ({"backend": "torch"}, "minilm"),
+    "onnx": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx")}, "minilm"),
     "int8": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx-int8"), "name": "all-MiniLM-L6-v2-int8"},
-             ("--embedder", "int8")),
-    "static": ({"backend": "static", "static_path": str(MODELS / "minilm-static")}, ("--embedder", "static")),
+             "int8"),
+    "static": ({"backend": "static", "static_path": str(MODELS / "minilm-static")}, "static"),
     "tiered": ({"backend": "static", "static_path": str(MODELS / "minilm-static"), "refine_backend": "onnx",
-                "onnx_path": str(MODELS / "minilm-onnx")}, ("--embedder", "static", "--refine-ood")),
+                "onnx_path": str(MODELS / "minilm-onnx")}, "tiered"),
 }
 
 
@@ -62,9 +63,8 @@ def line(label: str, latencies: list[float], wall: float | None = None) -> str:
 
 def refined(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics").text
-    def total(name: str) -> float:
-        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
-    return total("triage_ood_refined_total"), total("triage_decision_seconds_count")
+    return (sum(metric_values(text, "triage_ood_refined_total").values()),
+            sum(metric_values(text, "triage_decision_seconds_count").values()))
 
 
 def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, object]],
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown embedders: {', '.join(sorted(unknown))} (choose from {', '.join(CONFIGS)})", file=sys.stderr)
         return 2
     # Artifacts: MiniLM's serves torch and onnx alike (same vectors).
-    artifacts = {n: ensure_artifact(Path(args.artifacts) / ("minilm" if n in ("torch", "onnx") else n),
-                                    flags=CONFIGS[n][1]) for n in names}
+    artifacts = {n: ensure_artifact(Path(args.artifacts) / CONFIGS[n][1], flags=CALIBRATE_FLAGS[CONFIGS[n][1]])
+                 for n in names}
     everything = load_queries(20_000, seed=3)
     from tokenizers import Tokenizer
 

@@ -15,6 +15,11 @@ from bench.fleet import FakeProcess, TriageProcess, fleet_config
 # ../shared/data beside the checkout (as make run and make test expect)
 DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7model.jsonl")
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
+# `triage calibrate` flags per embedder configuration (eval takes the same ones without --refine-ood).
+CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
+    "minilm": (), "int8": ("--embedder", "int8"), "static": ("--embedder", "static"),
+    "tiered": ("--embedder", "static", "--refine-ood"),
+}
 
 
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:

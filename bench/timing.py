@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from bench.outcomes import percentile
 from bench.rawhttp import Pool, request_bytes
 
@@ -21,29 +19,9 @@ class Timed:
     first_token: float | None = None
 
 
-async def timed_call(client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]) -> Timed:
-    """POSTs ``body``; for a stream, the first token is the first chunk with content (not the role chunk)."""
-    started = time.perf_counter()
-    if not body.get("stream"):
-        response = await client.post(url, json=body, headers=headers)
-        return Timed(response.status_code == 200 and b'"choices"' in response.content, time.perf_counter() - started)
-    first: float | None = None
-    pending = b""
-    tail = b""
-    async with client.stream("POST", url, json=body, headers=headers) as response:
-        async for chunk in response.aiter_raw():
-            if first is None:
-                pending += chunk
-                *events, pending = pending.split(b"\n\n")
-                if any(_has_token(event) for event in events):
-                    first = time.perf_counter() - started
-            tail = (tail + chunk)[-64:]
-    ok = response.status_code == 200 and tail.rstrip().endswith(b"data: [DONE]")
-    return Timed(ok, time.perf_counter() - started, first)
-
-
 async def timed_raw(pool: Pool, url: str, body: dict[str, Any], headers: dict[str, str]) -> Timed:
-    """``timed_call`` on bench/rawhttp.py's lean client (the body is serialised before the clock starts)."""
+    """POSTs ``body`` on bench/rawhttp.py's lean client (serialised before the clock starts); for a stream, the
+    first token is the first chunk with content (not the role chunk)."""
     parts = urlsplit(url)
     payload = request_bytes(parts.netloc, parts.path, body, headers)
     first: float | None = None
