@@ -98,16 +98,16 @@ def route(args: argparse.Namespace) -> int:
         settings = load_settings(args.config).embedder if args.config else EmbedderSettings()
         embedder = load_encoder(settings, settings.backend, settings.onnx_path)
         artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim)
+        queries = [q for _, q in rows]
         refine = None
         if artifact.refine is not None:  # the server's decider: MiniLM for the close out-of-domain calls
             refine_encoder = load_encoder(settings, settings.refine_backend, settings.onnx_path)
-            queries = [q for _, q in rows]
             refine = lambda picked: refine_encoder.encode([queries[int(i)] for i in picked])  # noqa: E731
     except (ArtifactError, ConfigError, EmbedderError) as exc:
         print(f"triage route: {exc}", file=sys.stderr)
         return 2
     policy = Policy(artifact)
-    vectors = embedder.encode([q for _, q in rows])
+    vectors = embedder.encode(queries)
     with open(args.output, "w") as out:
         for knob in args.knob:
             decisions = policy.decide(vectors, np.full(len(rows), knob), refine=refine)
