@@ -175,7 +175,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         k_fixed = int(args.clusters)
     if not 0 < args.ood_quantile < 1:
         raise UsageError("--ood-quantile must lie in (0, 1)")
-    if args.refine_ood and args.embedder != "static" and refine_encoder is None:
+    if args.refine_ood and args.embedder != "static":
         raise UsageError("--refine-ood refines a fast embedder's calls: use it with --embedder static")
     if not 0 < args.refine_quantile < args.ood_quantile:
         raise UsageError("--refine-quantile must lie in (0, --ood-quantile)")
