@@ -34,16 +34,20 @@ def embedder() -> Embedder:
     return Embedder()
 
 
+def routerdc_train_subset(shared_data: Path, out: Path) -> Path:
+    """Every third train row of routerdc_7model (~2.5k queries): what the test artifacts are calibrated on."""
+    with (shared_data / "routing" / "routerdc_7model.jsonl").open() as src, out.open("w") as dst:
+        dst.writelines([line for line in src if json.loads(line)["split"] == "train"][::3])
+    return out
+
+
 @pytest.fixture(scope="session")
 def artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """A real artifact: every third train row of routerdc_7model (~2.5k queries), real embeddings."""
     from calibration.cli import main as calibrate
 
     work = tmp_path_factory.mktemp("artifact")
-    subset = work / "routerdc_subset.jsonl"
-    with (shared_data / "routing" / "routerdc_7model.jsonl").open() as src, subset.open("w") as out:
-        rows = [line for line in src if json.loads(line)["split"] == "train"]
-        out.writelines(rows[::3])
+    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
     code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
                       "--cache-dir", str(REPO / "var" / "cache" / "embeddings"), "--no-progress"])
     assert code == 0, "calibration of the test artifact failed"

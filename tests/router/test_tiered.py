@@ -19,7 +19,7 @@ from router.artifact import Artifact, ArtifactError
 from router.embedder import Embedder, EmbedderError
 from router.policy import Policy
 from router.static_embedder import StaticEmbedder, distil
-from tests.conftest import GENERALIST, REPO
+from tests.conftest import GENERALIST, REPO, routerdc_train_subset
 from tests.fakes import FakeBackend, fleet_config
 from tests.server import serve
 
@@ -51,9 +51,7 @@ def tiered_artifact(shared_data: Path, static: StaticEmbedder, embedder: Embedde
     from calibration.cli import main as calibrate
 
     work = tmp_path_factory.mktemp("tiered")
-    subset = work / "routerdc_subset.jsonl"
-    with (shared_data / "routing" / "routerdc_7model.jsonl").open() as src, subset.open("w") as out:
-        out.writelines([line for line in src if json.loads(line)["split"] == "train"][::3])
+    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
     code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "art"), "--generalist", GENERALIST,
                       "--embedder", "static", "--refine-ood", "--no-progress",
                       "--cache-dir", str(REPO / "var" / "cache" / "embeddings")],
