@@ -142,7 +142,7 @@ def evaluate(
             "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
             "cost_range": [cmin, cmax],
         }
-    if policy.artifact.refine is not None and est.refined is not None:
+    if policy.artifact.refine is not None:
         result["refined_rate"] = float(est.refined.mean())  # in-domain test rows the refine embedder re-scored
     result["in_domain_ood_scores"] = est.ood_score
     result["clusters"] = est.cluster

@@ -62,7 +62,7 @@ def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarr
         "best_single_accuracy": float(s.mean(axis=0).max()),
         "flagged_ood": float(est.is_ood.mean()),
     }
-    if policy.artifact.refine is not None and est.refined is not None:
+    if policy.artifact.refine is not None:
         out["refined"] = float(est.refined.mean())
     out["delta_vs_generalist"] = out["routed_accuracy"] - out["generalist_accuracy"]
     if ref_ood is not None:

@@ -90,7 +90,7 @@ class Estimates:
     is_ood: npt.NDArray[np.bool_]  # (n,)
     accuracy: npt.NDArray[np.float64]  # (n, m) expected accuracy
     cost: npt.NDArray[np.float64]  # (n, m) expected cost
-    refined: npt.NDArray[np.bool_] | None = None  # (n,) OOD call made by the refine embedder
+    refined: npt.NDArray[np.bool_]  # (n,) OOD call made by the refine embedder (all False without a tier)
 
 
 class Policy:
@@ -110,7 +110,7 @@ class Policy:
         k = max(a.ood_k, a.knn_k)
         _, neighbours, sims = knn(x, a.reference, k)
         ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
-        ood_score, is_ood, refined = self._out_of_domain(x, cluster, ood_score, refine)
+        ood_score, is_ood, refined = self._out_of_domain(cluster, ood_score, refine)
         if a.knn_weight > 0:
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
             # prior each side): a lone lucky neighbour cannot crown a model.
@@ -126,7 +126,7 @@ class Policy:
         )
 
     def _out_of_domain(
-        self, x: npt.NDArray[np.float32], cluster: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
+        self, cluster: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
         refine: Refiner | None,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """(score, is_ood, refined). Without a refine tier: the kNN distance against the cluster's threshold.
@@ -274,7 +274,7 @@ class Policy:
                     reason=reasons[i],
                     candidates=tuple(candidates),
                     generalist=self.artifact.generalist,
-                    ood_refined=bool(est.refined is not None and est.refined[i]),
+                    ood_refined=bool(est.refined[i]),
                 )
             )
         return decisions
