@@ -19,13 +19,12 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from router.artifact import Artifact, ArtifactError
 from router.embedder import TextEncoder, Vectors
-from router.policy import Decision, Policy
+from router.policy import Decision, Policy, Refiner
 from router.settings import EmbedderSettings
 
 
@@ -142,7 +141,7 @@ class Decider:
                 outcomes[i] = decision
         return outcomes
 
-    def _refiner(self, texts: list[str]) -> Any:
+    def _refiner(self, texts: list[str]) -> Refiner | None:
         """``refine(rows) -> vectors`` of the refine encoder for those rows of this group, or None."""
         encoder = self.refine_encoder
         if encoder is None:
