@@ -3,7 +3,9 @@ dataset with each embedder, and leave-one-domain-out on RouterDC, side by side.
 
     .venv/bin/python -m bench.embedder_quality [--out var/bench/quality] [--datasets routerdc,llmrouter,...]
 
-Embedders: ``minilm`` (all-MiniLM-L6-v2: the torch and ONNX backends, same vectors), ``int8`` (its
+Embedders: ``minilm`` (all-MiniLM-L6-v2: the torch and ONNX backends, same vectors), ``openvino`` (the
+same model on OpenVINO in bfloat16, calibrated and evaluated on its own vectors), ``openvino-serving`` (the
+deployed combination: the artifact calibrated with ``minilm``, the test queries embedded by OpenVINO), ``int8`` (its
 dynamic-int8 ONNX copy, calibrated on its own vectors), ``static`` (the model2vec
 table distilled from it; OOD by the static vectors alone) and ``tiered`` (static for clusters, table and most
 OOD calls; MiniLM re-scores the queries whose static OOD score is in the upper half of held-out in-domain
@@ -34,16 +36,25 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Configurations that serve another configuration's artifact: name -> (artifact's configuration, eval flags).
+SERVING: dict[str, tuple[str, tuple[str, ...]]] = {"openvino-serving": ("minilm", ("--embedder", "openvino"))}
+CONFIGS = (*CALIBRATE_FLAGS, *SERVING)
+
+
 def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[str, Any]:
     from calibration.cli import main as triage
 
     data = str(ROOT / spec["data"])
     prices = ["--prices", spec["prices"]] if "prices" in spec else []
-    art, ev = out / f"{name}-{embedder}-art", out / f"{name}-{embedder}-eval"
-    flags = CALIBRATE_FLAGS[embedder]
-    eval_flags = [f for f in flags if f != "--refine-ood"]
-    if triage(["calibrate", "--data", data, "--out", str(art), "--no-progress", *prices,
-               *spec.get("calibrate", []), *flags]):
+    calibrated, eval_flags = SERVING.get(embedder, (embedder, ()))
+    art, ev = out / f"{name}-{calibrated}-art", out / f"{name}-{embedder}-eval"
+    flags = CALIBRATE_FLAGS[calibrated]
+    eval_flags = eval_flags or tuple(f for f in flags if f != "--refine-ood")
+    if embedder in SERVING:
+        if not (art / "manifest.json").exists():
+            raise RuntimeError(f"{embedder} serves the {calibrated} artifact: list {calibrated} before it")
+    elif triage(["calibrate", "--data", data, "--out", str(art), "--no-progress", *prices,
+                 *spec.get("calibrate", []), *flags]):
         raise RuntimeError(f"calibrate {name} {embedder} failed")
     if triage(["eval", "--artifact", str(art), "--data", data, "--out", str(ev), "--no-progress", *prices,
                *eval_flags]):
@@ -78,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.embedder_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/bench/quality"))
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--embedders", default=",".join(CALIBRATE_FLAGS))
+    parser.add_argument("--embedders", default=",".join(CONFIGS))
     parser.add_argument("--no-lodo", action="store_true")
     args = parser.parse_args(argv)
     embedders = args.embedders.split(",")
@@ -98,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                          f"{fmt(row['refined'] and row['refined'] * 100, 0)}{'%' if row['refined'] else ''} |")
         print("\n".join(lines[-len(rows):]), flush=True)
     if not args.no_lodo:
-        lodo = {e: run_lodo(e, args.out) for e in embedders}
+        lodo = {e: run_lodo(e, args.out) for e in embedders if e not in SERVING}
         lines += ["", "Leave-one-domain-out on RouterDC: OOD AUROC of each held-out domain against the others",
-                  "", "| domain | " + " | ".join(embedders)
-                  + " | routed − generalist (" + " / ".join(embedders) + ") |",
-                  "|---|" + "---|" * (len(embedders) + 1)]
-        for domain in lodo[embedders[0]]:
-            aurocs = " | ".join(f"{lodo[e][domain]['auroc']:.4f}" for e in embedders)
-            deltas = " / ".join(f"{lodo[e][domain]['delta_vs_generalist'] * 100:+.2f}" for e in embedders)
+                  "", "| domain | " + " | ".join(lodo)
+                  + " | routed − generalist (" + " / ".join(lodo) + ") |",
+                  "|---|" + "---|" * (len(lodo) + 1)]
+        for domain in lodo[next(iter(lodo))]:
+            aurocs = " | ".join(f"{lodo[e][domain]['auroc']:.4f}" for e in lodo)
+            deltas = " / ".join(f"{lodo[e][domain]['delta_vs_generalist'] * 100:+.2f}" for e in lodo)
             lines.append(f"| {domain} | {aurocs} | {deltas} |")
     print("\n".join(lines))
     return 0

@@ -17,7 +17,8 @@ DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" /
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
 # `triage calibrate` flags per embedder configuration (eval takes the same ones without --refine-ood).
 CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
-    "minilm": (), "int8": ("--embedder", "int8"), "static": ("--embedder", "static"),
+    "minilm": (), "openvino": ("--embedder", "openvino"), "int8": ("--embedder", "int8"),
+    "static": ("--embedder", "static"),
     "tiered": ("--embedder", "static", "--refine-ood"),
 }
 

@@ -76,19 +76,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_embedder_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", choices=("minilm", "int8", "static"), default="minilm",
-                        help="minilm: all-MiniLM-L6-v2 (the router's torch/onnx backends); int8: its dynamic-int8 "
-                        "ONNX copy (its own vectors); static: the model2vec table distilled from it")
+    parser.add_argument("--embedder", choices=("minilm", "openvino", "int8", "static"), default="minilm",
+                        help="minilm: all-MiniLM-L6-v2 on torch (the router's torch/onnx backends); openvino: the "
+                        "same model's ONNX export on OpenVINO, bfloat16 where the CPU has it (same name, vectors "
+                        "within cosine 0.9999); int8: its dynamic-int8 ONNX copy (its own vectors); static: the "
+                        "model2vec table distilled from it")
+    parser.add_argument("--onnx-model", type=Path, default=Path("models/minilm-onnx"),
+                        help="--embedder openvino: dir written by python -m router.onnx_export")
     parser.add_argument("--static-model", type=Path, default=Path("models/minilm-static"),
                         help="--embedder static: dir written by python -m router.static_embedder")
     parser.add_argument("--int8-model", type=Path, default=Path("models/minilm-onnx-int8"),
                         help="--embedder int8: dir written by python -m router.onnx_export --int8-out")
 
 
+def encoder_from(args: argparse.Namespace) -> Encoder:
+    """The encoder the embedder options (``add_embedder_options``) ask for."""
+    return make_encoder(args.threads, args.embedder, args.static_model, args.int8_model, args.onnx_model)
+
+
 def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None,
-                 int8_model: Path | None = None) -> Encoder:
+                 int8_model: Path | None = None, onnx_model: Path | None = None) -> Encoder:
     from router.embedder import Embedder, EmbedderError
     from router.settings import EmbedderSettings
+
+    if kind == "openvino":
+        from router.openvino_embedder import OpenVinoEmbedder
+
+        try:
+            return OpenVinoEmbedder(onnx_model or Path("models/minilm-onnx"), EmbedderSettings(threads=threads))
+        except EmbedderError as exc:
+            raise UsageError(str(exc)) from None
 
     if kind == "int8":
         from router.onnx_embedder import OnnxEmbedder
@@ -179,7 +196,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         raise UsageError("--refine-ood refines a fast embedder's calls: use it with --embedder static")
     if not 0 < args.refine_quantile < args.ood_quantile:
         raise UsageError("--refine-quantile must lie in (0, --ood-quantile)")
-    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
+    encoder = encoder or encoder_from(args)
     x = EmbeddingCache(encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     x_refine = None
     if args.refine_ood:
@@ -315,7 +332,7 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
     command = "triage " + shlex.join(args.argv)
     if args.artifact is None:
         raise UsageError("--artifact is required (or --leave-one-domain-out)")
-    encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
+    encoder = encoder or encoder_from(args)
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
     if artifact.refine is not None:
         refine_encoder = refine_encoder or make_encoder(args.threads)

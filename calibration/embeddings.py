@@ -43,7 +43,9 @@ class EmbeddingCache:
     def __init__(self, encoder: Encoder, cache_dir: Path | None = None) -> None:
         self.encoder = encoder
         self.dir = cache_dir or default_cache_dir()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder.name)
+        # An encoder that computes the same model's vectors another way (OpenVINO in bfloat16) names a variant.
+        name = "_".join(filter(None, (encoder.name, getattr(encoder, "variant", ""))))
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         self.file = self.dir / f"{safe}-{encoder.dim}.npz"
 
     def _read(self) -> dict[str, Vectors]:

@@ -173,7 +173,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
-    from calibration.cli import UsageError, add_embedder_options, make_encoder
+    from calibration.cli import UsageError, add_embedder_options, encoder_from, make_encoder
 
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
     parser.add_argument("--data", type=Path, required=True)
@@ -202,7 +202,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         print(f"triage eval: error: --generalist {generalist!r} is not one of the models", file=sys.stderr)
         return 2
     try:
-        encoder = encoder or make_encoder(args.threads, args.embedder, args.static_model, args.int8_model)
+        encoder = encoder or encoder_from(args)
     except UsageError as exc:
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2

@@ -36,11 +36,13 @@ MAX_ATTENTION_CELLS = 64 * 128 * 128
 class OnnxEmbedder:
     """An exported sentence-transformers model on onnxruntime (CPU); unit-norm float32 vectors."""
 
+    # Each batch is padded to a multiple of this many tokens (1: to its longest text).
+    pad_multiple = 1
+
     def __init__(self, path: str | Path, settings: EmbedderSettings | None = None) -> None:
         settings = settings or EmbedderSettings()
         import json
 
-        import onnxruntime as ort  # heavy: imported only when a model is built
         from threadpoolctl import threadpool_limits
         from tokenizers import Tokenizer
 
@@ -60,16 +62,7 @@ class OnnxEmbedder:
 
         # numpy's BLAS (the policy's matrix products) gets the same cap as the model (see Embedder).
         threadpool_limits(settings.threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Shapes change with every batch, so the arena would only keep the largest batch's buffers for good.
-        options.enable_cpu_mem_arena = False
-        # Idle workers must not spin: on a machine shared with CPU model servers they would steal its cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session: Any = ort.InferenceSession(str(path / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self._open(path / MODEL_FILE, settings)
 
         tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
         tokenizer.no_padding()  # tokenizer.json pads to a fixed 128; we pad each batch to its longest text
@@ -92,8 +85,27 @@ class OnnxEmbedder:
         out[chunk] = self._run([ids[j] for j in chunk])
         return out
 
+    def _open(self, model_file: Path, settings: EmbedderSettings) -> None:
+        import onnxruntime as ort  # heavy: imported only when a model is built
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Shapes change with every batch, so the arena would only keep the largest batch's buffers for good.
+        options.enable_cpu_mem_arena = False
+        # Idle workers must not spin: on a machine shared with CPU model servers they would steal its cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session: Any = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+    def _infer(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
+        (vectors,) = self._session.run(["sentence_embedding"], feeds)
+        return np.asarray(vectors, dtype=np.float32)
+
     def _run(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
         width = max(len(ids) for ids in batch)
+        width = -(-width // self.pad_multiple) * self.pad_multiple  # [PAD] tokens are masked out of the vector
         input_ids = np.zeros((len(batch), width), dtype=np.int64)  # [PAD] is id 0
         attention_mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, ids in enumerate(batch):
@@ -101,14 +113,13 @@ class OnnxEmbedder:
             attention_mask[row, :len(ids)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask,
                  "token_type_ids": np.zeros_like(input_ids)}
-        (vectors,) = self._session.run(["sentence_embedding"], feeds)
-        return np.asarray(vectors, dtype=np.float32)
+        return self._infer(feeds)
 
 
-def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx", "static"] = "torch",
+def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx", "openvino", "static"] = "torch",
                  onnx_path: str | Path | None = None) -> TextEncoder:
-    """The embedding model the settings ask for: sentence-transformers on torch, its ONNX export, or the
-    static model distilled from it."""
+    """The embedding model the settings ask for: sentence-transformers on torch, its ONNX export (on
+    onnxruntime or OpenVINO), or the static model distilled from it."""
     if backend == "static":
         if settings.static_path is None:
             raise EmbedderError("the static embedder backend needs static_path "
@@ -116,8 +127,12 @@ def load_encoder(settings: EmbedderSettings, backend: Literal["torch", "onnx", "
         from router.static_embedder import StaticEmbedder
 
         return StaticEmbedder(settings.static_path, settings)
-    if backend == "onnx":
+    if backend in ("onnx", "openvino"):
         if onnx_path is None:
-            raise EmbedderError(f"the onnx embedder backend needs an exported model directory ({EXPORT_HINT})")
+            raise EmbedderError(f"the {backend} embedder backend needs an exported model directory ({EXPORT_HINT})")
+        if backend == "openvino":
+            from router.openvino_embedder import OpenVinoEmbedder
+
+            return OpenVinoEmbedder(onnx_path, settings)
         return OnnxEmbedder(onnx_path, settings)
     return Embedder(settings)

