@@ -115,8 +115,10 @@ def create_app(
         pool.start()
         app.state.triage = triage
         _on_sighup(triage)
-        log.info("Triage ready: %d backends, artifact k=%d, generalist %s",
-                 len(pool.backends), artifact.k, settings.generalist_name)
+        precision = getattr(model, "precision", None)  # OpenVINO says which arithmetic this CPU got
+        log.info("Triage ready: %d backends, artifact k=%d, generalist %s, embedder %s on %s%s",
+                 len(pool.backends), artifact.k, settings.generalist_name, model.name, settings.embedder.backend,
+                 f" ({precision})" if isinstance(precision, str) else "")
         try:
             yield
         finally:
