@@ -16,6 +16,7 @@ padded to a multiple of 32 tokens ([PAD] is masked out of attention and pooling;
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import numpy.typing as npt
 from router.embedder import EmbedderError
 from router.onnx_embedder import OnnxEmbedder
 from router.settings import EmbedderSettings
+
+log = logging.getLogger("triage")
 
 
 class OpenVinoEmbedder(OnnxEmbedder):
@@ -45,6 +48,10 @@ class OpenVinoEmbedder(OnnxEmbedder):
             "ENABLE_CPU_PINNING": False,
         })
         self.precision: str = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        if self.precision != settings.precision:
+            # Measured on one CPU (bench/README.md): OpenVINO f32 took 8.6 ms per short query, onnxruntime 6.0.
+            log.warning("this CPU has no bfloat16 matrix support: OpenVINO runs the embedder in %s, where "
+                        "embedder.backend: onnx (onnxruntime, the same vectors) may be faster", self.precision)
         # Calibration's embedding cache keeps these vectors apart from the float32 ones of the same name.
         self.variant: str = f"openvino-{self.precision}"
         self._request: Any = compiled.create_infer_request()

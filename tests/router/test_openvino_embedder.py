@@ -122,3 +122,29 @@ def test_the_server_on_openvino_routes_as_triage_route_and_as_torch(
                      for o in map(json.loads, (tmp_path / f"{name}.jsonl").read_text().splitlines())]
     assert out["openvino"] == served
     assert out["torch"] == served
+
+
+def test_a_cpu_without_bfloat16_runs_f32_and_says_so(
+    onnx_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This machine has AMX, so the fallback is simulated: OpenVINO reports the f32 it would choose."""
+    import openvino as ov
+
+    compile_model = ov.Core.compile_model
+
+    class WithoutBf16:
+        def __init__(self, compiled: ov.CompiledModel) -> None:
+            self._compiled = compiled
+
+        def get_property(self, name: str) -> object:
+            return ov.Type.f32 if name == "INFERENCE_PRECISION_HINT" else self._compiled.get_property(name)
+
+        def create_infer_request(self) -> ov.InferRequest:
+            return self._compiled.create_infer_request()
+
+    monkeypatch.setattr(ov.Core, "compile_model", lambda core, *a, **kw: WithoutBf16(compile_model(core, *a, **kw)))
+    with caplog.at_level("WARNING", logger="triage"):
+        embedder = OpenVinoEmbedder(onnx_dir)
+    assert embedder.precision == "f32" and embedder.variant == "openvino-f32"
+    assert "no bfloat16 matrix support" in caplog.text and "embedder.backend: onnx" in caplog.text
+    assert embedder.encode(["What is 2 + 2?"]).shape == (1, 384)
