@@ -32,3 +32,18 @@ def serve(app: Any, timeout: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def routed_headers(base_url: str, queries: list[str], model: str = "triage:quality") -> list[dict[str, str]]:
+    """Each query through the openai SDK against a server whose fakes answer ``answer from <backend>``:
+    checks that the answer came from the backend the headers name, and returns the headers."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    headers = []
+    for query in queries:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": query}])
+        assert raw.parse().choices[0].message.content == f"answer from {raw.headers['x-triage-backend']}"
+        headers.append(dict(raw.headers))
+    return headers

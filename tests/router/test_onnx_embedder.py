@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,25 +17,11 @@ from router.onnx_export import META_FILE, MODEL_FILE, export
 from router.settings import EmbedderSettings
 
 REPO = Path(__file__).resolve().parents[2]
-EXPORT_DIR = REPO / "var" / "cache" / "onnx" / "minilm"  # reused across sessions while the weights are the same
-
-
-@pytest.fixture(scope="module")
-def onnx_dir() -> Path:
-    return export(EXPORT_DIR)
 
 
 @pytest.fixture(scope="module")
 def onnx_embedder(onnx_dir: Path) -> OnnxEmbedder:
     return OnnxEmbedder(onnx_dir)
-
-
-@pytest.fixture(scope="module")
-def routing_queries(shared_data: Path) -> list[str]:
-    """300 real routing queries, every length the data has (the longest pass 256 tokens and are truncated)."""
-    text = (shared_data / "routing" / "routerdc_7model.jsonl").read_text()
-    queries = sorted({json.loads(line)["query"] for line in text.split("\n") if line.strip()})
-    return random.Random(7).sample(queries, 290) + sorted(queries, key=len)[-10:]
 
 
 def test_vectors_match_the_torch_embedder_on_real_routing_queries(

@@ -21,7 +21,7 @@ from router.policy import Policy
 from router.static_embedder import StaticEmbedder, distil
 from tests.conftest import GENERALIST, REPO, routerdc_train_subset
 from tests.fakes import FakeBackend, fleet_config
-from tests.server import serve
+from tests.server import routed_headers, serve
 
 STATIC_DIR = REPO / "models" / "minilm-static"  # what scripts/setup-router.sh distils
 FAR_AWAY = [
@@ -124,13 +124,8 @@ def test_the_server_and_triage_route_make_the_same_tiered_decisions(
                      transport_for=lambda b: fakes[b.name].transport())
     queries = test_queries[::4] + FAR_AWAY
     with serve(app) as base_url:
+        served = [(h["x-triage-backend"], h["x-triage-reason"]) for h in routed_headers(base_url, queries)]
         client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
-        served = []
-        for q in queries:
-            raw = client.chat.completions.with_raw_response.create(
-                model="triage:quality", messages=[{"role": "user", "content": q}])
-            assert raw.parse().choices[0].message.content == f"answer from {raw.headers['x-triage-backend']}"
-            served.append((raw.headers["x-triage-backend"], raw.headers["x-triage-reason"]))
         route = client.post("/route", cast_to=object, body={"model": "triage", "messages": [
             {"role": "user", "content": FAR_AWAY[0]}]})
     assert route["reason"] == "ood_fallback" and route["decision"]["ood_refined"] is True  # type: ignore[index]
