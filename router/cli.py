@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--input", required=True, help='JSONL rows {"id", "query"}')
     route.add_argument("--knob", type=float, action="append", required=True)
     route.add_argument("--output", required=True)
-    route.add_argument("--config", help="the server's YAML config: route with its embedder settings "
-                       "(needed for an artifact calibrated with the static embedder)")
+    route.add_argument("--config", help="the server's YAML config: route with its embedder settings, for "
+                       "exactly its decisions (needed for a static-embedder artifact; without it: torch, whose "
+                       "vectors can flip a near-tie against OpenVINO's bfloat16 ones)")
 
     for name in DELEGATED:
         sub.add_parser(name, help=f"see 'triage {name} --help'", add_help=False)
