@@ -140,5 +140,8 @@ def test_the_int8_copy_carries_its_own_name_and_stays_close_to_the_fp32_vectors(
         OnnxEmbedder(int8_dir)  # its vectors are not MiniLM's: an fp32 artifact must not accept it
     int8 = OnnxEmbedder(int8_dir, EmbedderSettings(name=meta["name"]))
     cosine = (int8.encode(routing_queries) * onnx_embedder.encode(routing_queries)).sum(axis=1)
-    assert np.median(cosine) > 0.9 and cosine.min() > 0.8  # measured: median 0.95, min 0.86
+    # Per-channel weight scales; measured: median 0.993, min 0.967 (per tensor it was median 0.95, min 0.86).
+    assert np.median(cosine) > 0.98 and cosine.min() > 0.9
+    # Its vectors change with the quantisation: calibration's cache keeps them per model file.
+    assert int8.variant == meta["onnx_sha256"][:12] and onnx_embedder.variant == ""
     assert quantize(onnx_dir, int8_dir) == int8_dir and json.loads((int8_dir / META_FILE).read_text()) == meta
