@@ -51,14 +51,16 @@ def bodies(target: Target, stream: bool, prompts: Iterator[str], max_tokens: int
 
 
 async def measure(targets: list[Target], stream: bool, concurrency: int, requests: int, prompts: Iterator[str],
-                  max_tokens: int) -> dict[str, Series]:
-    """``requests`` per target; each client sends to the targets in turn, so they share the same moments."""
+                  max_tokens: int, pool: Pool | None = None) -> dict[str, Series]:
+    """``requests`` per target; each client sends to the targets in turn, so they share the same moments.
+    ``pool``: keep-alive connections opened by an earlier phase (the warm-up); by default a new pool."""
     series = {t.name: Series() for t in targets}
     plan = [t for _ in range(requests) for t in targets]
     cursor = iter(plan)
     # The lean client (bench/rawhttp.py): httpx spends ~1 ms of CPU per request, which on two cores shared with
     # the servers measured the client at 64 streams. Keep-alive connections, pooled per server.
-    pool = Pool()
+    own = pool is None
+    pool = pool or Pool()
     try:
         async def client_loop() -> None:
             for target in cursor:
@@ -73,7 +75,8 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
 
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     finally:
-        pool.close()
+        if own:
+            pool.close()
     return series
 
 
@@ -106,16 +109,22 @@ async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, back
         n = args.requests if concurrency == 1 else args.requests * 2
         modes = args.modes.split(",")
         # Warm-up: every connection opened and every code path run once, so the measured phase does not begin
-        # with 64 clients opening connections at the same moment (that burst alone made the p99 at c=64).
+        # with 64 clients opening connections at the same moment. Its connections stay open for the measured
+        # phases (--cold-start: each phase opens its own, and its first requests pay for them).
+        pool = None if args.cold_start else Pool()
         await measure(targets, "stream" in modes and "json" not in modes, concurrency, max(10, 2 * concurrency),
-                      prompts, args.max_tokens)
-        if "json" in modes:
-            plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens)
-            lines += rows(f"non-streaming total, c={concurrency}", plain, "direct", ttft=False)
-        if "stream" in modes:
-            streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens)
-            lines += rows(f"streaming first token, c={concurrency}", streamed, "direct", ttft=True)
-            lines += rows(f"streaming total, c={concurrency}", streamed, "direct", ttft=False)
+                      prompts, args.max_tokens, pool)
+        try:
+            if "json" in modes:
+                plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens, pool)
+                lines += rows(f"non-streaming total, c={concurrency}", plain, "direct", ttft=False)
+            if "stream" in modes:
+                streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens, pool)
+                lines += rows(f"streaming first token, c={concurrency}", streamed, "direct", ttft=True)
+                lines += rows(f"streaming total, c={concurrency}", streamed, "direct", ttft=False)
+        finally:
+            if pool is not None:
+                pool.close()
     if args.vllm_url and args.vllm_model:
         vllm = [Target("direct", args.vllm_url.rstrip("/"), args.vllm_model),
                 Target("pinned", triage_url + "/v1", "vllm")]
@@ -141,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="besides direct: routed requests embed, and their CPU slows the others at c=64")
     parser.add_argument("--levels", default="1,64", help="concurrent clients, comma-separated")
     parser.add_argument("--modes", default="json,stream", help="json (non-streaming), stream, or both")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="each measured phase opens its own client connections (the first requests pay)")
     parser.add_argument("--tokens-per-s", type=float, default=0,
                         help="the fake's generation speed per stream (0: instant, a saturation test at c=64)")
     return parser

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 
 from router.circuit import Circuit
+from router.connections import ShardedTransport
 from router.metrics import Metrics
-from router.settings import BackendSettings, HealthSettings
+from router.settings import BackendSettings, ConnectionSettings, HealthSettings
 
 log = logging.getLogger("triage.backends")
 
@@ -168,7 +169,9 @@ class BackendPool:
         health: HealthSettings,
         metrics: Metrics,
         transport_for: TransportFactory | None = None,
+        connections: ConnectionSettings | None = None,
     ) -> None:
+        connections = connections or ConnectionSettings()
         self.health = health
         self.backends: dict[str, Backend] = {}
         for settings in backends:
@@ -176,9 +179,9 @@ class BackendPool:
             timeouts = settings.timeouts
             client = httpx.AsyncClient(
                 base_url=settings.base_url,
-                transport=transport,
+                # Several small connection pools: one large one is slow to serve bursts (router/connections.py).
+                transport=transport or ShardedTransport(connections.max_per_backend, connections.pools),
                 timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             )
             circuit = Circuit(health.failure_threshold, health.open_seconds, on_change=self._watcher(settings.name))
             self.backends[settings.name] = Backend(settings, client, circuit)

@@ -167,8 +167,9 @@ MIN_INT8_COSINE = 0.9  # a quantised model further than this from its source on 
 
 def quantize(source_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     """Dynamic int8 quantisation (onnxruntime, per-channel weights) of an export: ~2.5x faster per query on one
-    core, but its vectors drift (cosine ~0.99 to the fp32 ones), so it carries its own name (``<name>-int8``) and an artifact must be
-    calibrated with it (``triage calibrate --embedder int8``); bench/embedder_quality.py measures what it costs."""
+    core, but its vectors drift (cosine ~0.99 to the fp32 ones), so it carries its own name (``<name>-int8``)
+    and an artifact must be calibrated with it (``triage calibrate --embedder int8``);
+    bench/embedder_quality.py measures what it costs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)

@@ -129,6 +129,12 @@ class LimitSettings(BaseModel):
     max_prompt_chars: int = Field(200_000, ge=1)
 
 
+class ConnectionSettings(BaseModel):
+    max_per_backend: int = Field(256, ge=1, description="open connections to one backend, at most")
+    pools: int = Field(8, ge=1, description="connection pools per backend, the least busy taken first; one large "
+                       "pool is slow to serve a burst (router/connections.py)")
+
+
 class DecisionLogSettings(BaseModel):
     path: str | None = Field(None, description="JSONL decision log; None disables it")
     max_bytes: int = Field(50_000_000, ge=1024)
@@ -149,6 +155,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
 
     @model_validator(mode="after")
