@@ -32,6 +32,8 @@ from bench.rawhttp import Pool
 from bench.stack import artifact_models, ensure_artifact
 from bench.timing import Series, timed_raw
 
+MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh
+
 
 @dataclass(frozen=True)
 class Target:
@@ -150,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="besides direct: routed requests embed, and their CPU slows the others at c=64")
     parser.add_argument("--levels", default="1,64", help="concurrent clients, comma-separated")
     parser.add_argument("--modes", default="json,stream", help="json (non-streaming), stream, or both")
+    parser.add_argument("--embedder", choices=("torch", "onnx", "openvino"), default="openvino",
+                        help="the router's embedder backend (routed rows; openvino: the shipped configs')")
     parser.add_argument("--cold-start", action="store_true",
                         help="each measured phase opens its own client connections (the first requests pay)")
     parser.add_argument("--tokens-per-s", type=float, default=0,
@@ -169,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         # Every backend is the same fake process, so "direct" and "through Triage" reach the same server.
         config = fleet_config(artifact.resolve(), models, generalist, [fake.base_url] * len(models),
                               [fake.served_name] * len(models), health={"probe_interval_s": 0})
+        if args.embedder != "torch":
+            config["embedder"] = {"backend": args.embedder, "onnx_path": str(MODELS / "minilm-onnx")}
         if args.vllm_url:
             if not args.vllm_model:
                 print("--vllm-model is required with --vllm-url", file=sys.stderr)
