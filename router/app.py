@@ -115,7 +115,7 @@ def create_app(
         await decider.start()
         pool.start()
         # What is loaded now (the embedding model, the artifact, the libraries) lives as long as the process:
-        # out of the collector's reach, a full collection no longer walks it. With torch loaded one took 179 ms,
+        # out of the collector's reach, a full collection no longer walks it. With torch loaded one took ~0.2 s,
         # and that pause was the p99 of 64 concurrent streams (bench/README.md, "Pauses and bursts").
         gc.collect()
         gc.freeze()
