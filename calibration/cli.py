@@ -75,17 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where scripts/setup-router.sh writes the embedders (relative to the repository root).
+ONNX_MODEL = Path("models/minilm-onnx")
+INT8_MODEL = Path("models/minilm-onnx-int8")
+STATIC_MODEL = Path("models/minilm-static")
+
+
 def add_embedder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedder", choices=("minilm", "openvino", "int8", "static"), default="minilm",
                         help="minilm: all-MiniLM-L6-v2 on torch (the router's torch/onnx backends); openvino: the "
                         "same model's ONNX export on OpenVINO, bfloat16 where the CPU has it (same name, vectors "
                         "within cosine 0.9999); int8: its dynamic-int8 ONNX copy (its own vectors); static: the "
                         "model2vec table distilled from it")
-    parser.add_argument("--onnx-model", type=Path, default=Path("models/minilm-onnx"),
+    parser.add_argument("--onnx-model", type=Path, default=ONNX_MODEL,
                         help="--embedder openvino: dir written by python -m router.onnx_export")
-    parser.add_argument("--static-model", type=Path, default=Path("models/minilm-static"),
+    parser.add_argument("--static-model", type=Path, default=STATIC_MODEL,
                         help="--embedder static: dir written by python -m router.static_embedder")
-    parser.add_argument("--int8-model", type=Path, default=Path("models/minilm-onnx-int8"),
+    parser.add_argument("--int8-model", type=Path, default=INT8_MODEL,
                         help="--embedder int8: dir written by python -m router.onnx_export --int8-out")
 
 
@@ -96,33 +102,37 @@ def encoder_from(args: argparse.Namespace) -> Encoder:
 
 def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None,
                  int8_model: Path | None = None, onnx_model: Path | None = None) -> Encoder:
-    from router.embedder import Embedder, EmbedderError
+    """The embedder ``kind`` names; a model that cannot be loaded is the caller's ``UsageError``."""
+    from router.embedder import EmbedderError
+
+    try:
+        return _load_encoder(threads, kind, static_model or STATIC_MODEL, int8_model or INT8_MODEL,
+                             onnx_model or ONNX_MODEL)
+    except EmbedderError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load_encoder(threads: int, kind: str, static_model: Path, int8_model: Path, onnx_model: Path) -> Encoder:
+    from router.embedder import Embedder
     from router.settings import EmbedderSettings
 
     if kind == "openvino":
         from router.openvino_embedder import OpenVinoEmbedder
 
-        try:
-            return OpenVinoEmbedder(onnx_model or Path("models/minilm-onnx"), EmbedderSettings(threads=threads))
-        except EmbedderError as exc:
-            raise UsageError(str(exc)) from None
-
+        return OpenVinoEmbedder(onnx_model, EmbedderSettings(threads=threads))
     if kind == "int8":
         from router.onnx_embedder import OnnxEmbedder
         from router.onnx_export import read_meta
 
-        path = int8_model or Path("models/minilm-onnx-int8")
-        meta = read_meta(path)
+        meta = read_meta(int8_model)
         if meta is None:
-            raise UsageError(f"no int8 ONNX model in {path.name!r} (run: python -m router.onnx_export --int8-out DIR)")
-        return OnnxEmbedder(path, EmbedderSettings(name=meta["name"], threads=threads))
+            raise UsageError(
+                f"no int8 ONNX model in {int8_model.name!r} (run: python -m router.onnx_export --int8-out DIR)")
+        return OnnxEmbedder(int8_model, EmbedderSettings(name=meta["name"], threads=threads))
     if kind == "static":
         from router.static_embedder import StaticEmbedder
 
-        try:
-            return StaticEmbedder(static_model or Path("models/minilm-static"))
-        except EmbedderError as exc:
-            raise UsageError(str(exc)) from None
+        return StaticEmbedder(static_model)
     return Embedder(EmbedderSettings(threads=threads))
 
 
