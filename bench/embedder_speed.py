@@ -17,14 +17,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from bench.load import load_queries
-
-MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh
-SHORT_TOKENS = 32
+from bench.routing_latency import MODELS, SHORT_TOKENS, short_queries
 
 
 def encoders(threads: int) -> dict[str, Callable[[], object]]:
@@ -57,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="model threads (the shipped configs use 1)")
     parser.add_argument("--backends", default="torch,onnx,openvino,openvino-unpadded,openvino-f32,int8,static")
     args = parser.parse_args(argv)
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(MODELS / "minilm-onnx" / "tokenizer.json"))
-    tokenizer.no_padding()
-    short = [q for q in load_queries(20_000, seed=3) if len(tokenizer.encode(q).ids) <= SHORT_TOKENS]
+    short = short_queries(load_queries(20_000, seed=3))
     warm, single, batched = short[:100], short[100:400], (short * 2)[:1024]
     makers = encoders(args.threads)
     reference = None

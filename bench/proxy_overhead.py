@@ -29,10 +29,9 @@ from bench.fleet import FakeProcess, TriageProcess, fleet_config
 from bench.litellm_proxy import LiteLLMProcess
 from bench.load import load_queries
 from bench.rawhttp import Pool
+from bench.routing_latency import CONFIGS
 from bench.stack import artifact_models, ensure_artifact
 from bench.timing import Series, timed_raw
-
-MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh
 
 
 @dataclass(frozen=True)
@@ -173,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every backend is the same fake process, so "direct" and "through Triage" reach the same server.
         config = fleet_config(artifact.resolve(), models, generalist, [fake.base_url] * len(models),
                               [fake.served_name] * len(models), health={"probe_interval_s": 0})
-        if args.embedder != "torch":
-            config["embedder"] = {"backend": args.embedder, "onnx_path": str(MODELS / "minilm-onnx")}
+        config["embedder"] = CONFIGS[args.embedder][0]  # routing_latency's settings for that backend
         if args.vllm_url:
             if not args.vllm_model:
                 print("--vllm-model is required with --vllm-url", file=sys.stderr)

@@ -52,6 +52,15 @@ CONFIGS: dict[str, tuple[dict[str, object], str]] = {
 }
 
 
+def short_queries(queries: list[str]) -> list[str]:
+    """Those of at most ``SHORT_TOKENS`` MiniLM tokens (the export's tokenizer, as the router counts them)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MODELS / "minilm-onnx" / "tokenizer.json"))
+    tokenizer.no_padding()
+    return [q for q in queries if len(tokenizer.encode(q).ids) <= SHORT_TOKENS]
+
+
 def bodies(queries: list[str]) -> Iterator[dict[str, object]]:
     for query in queries:
         yield {"model": "triage", "messages": [{"role": "user", "content": query}]}
@@ -114,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = {n: ensure_artifact(Path(args.artifacts) / CONFIGS[n][1], flags=CALIBRATE_FLAGS[CONFIGS[n][1]])
                  for n in names}
     everything = load_queries(20_000, seed=3)
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(MODELS / "minilm-onnx" / "tokenizer.json"))
-    tokenizer.no_padding()
-    short_pool = [q for q in everything if len(tokenizer.encode(q).ids) <= SHORT_TOKENS]
+    short_pool = short_queries(everything)
     lines = [f"{'path':<44}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}"]
     for name in names:
         # Every configuration gets the same queries in the same order: a side-by-side comparison.
