@@ -254,3 +254,19 @@ def test_feedback_joins_a_past_request(stack: Stack) -> None:
     log = [json.loads(line) for line in Path(stack.settings.decision_log.path or "").read_text().splitlines()]
     assert [r["type"] for r in log] == ["decision", "feedback"]
     assert log[0]["request_id"] == log[1]["request_id"] and log[0]["backend"] == backend
+
+
+def test_the_router_freezes_what_it_loaded_and_thaws_it_on_shutdown(artifact: Artifact, embedder: Embedder,
+                                                                     tmp_path: Path) -> None:
+    """Start-up objects leave the collector's reach while the router serves (no full-collection pauses over
+    the model) and come back when it stops."""
+    import gc
+
+    settings = fleet_config(artifact, tmp_path)
+    fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
+    app = create_app(settings, encoder=embedder, transport_for=lambda b: fakes[b.name].transport())
+    before = gc.get_freeze_count()
+    with serve(app) as url:
+        assert httpx.get(url + "/ready").status_code == 200
+        assert gc.get_freeze_count() > before + 10_000
+    assert gc.get_freeze_count() == 0

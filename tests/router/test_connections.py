@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from router.artifact import Artifact
 from router.connections import ShardedTransport
-from router.embedder import Embedder
 from tests.server import serve
 
 
@@ -80,21 +77,3 @@ async def test_a_stream_closed_early_and_a_failed_connect_give_their_place_back(
                 await client.get(f"http://127.0.0.1:{port}/")
         assert [s.in_flight for s in transport.shards] == [0, 0]
 
-
-def test_the_router_freezes_what_it_loaded_and_thaws_it_on_shutdown(artifact: Artifact, embedder: Embedder,
-                                                                     tmp_path: Path) -> None:
-    """Start-up objects leave the collector's reach while the router serves (no full-collection pauses over
-    the model) and come back when it stops."""
-    import gc
-
-    from router.app import create_app
-    from tests.fakes import FakeBackend, fleet_config
-
-    settings = fleet_config(artifact, tmp_path)
-    fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
-    app = create_app(settings, encoder=embedder, transport_for=lambda b: fakes[b.name].transport())
-    before = gc.get_freeze_count()
-    with serve(app) as url:
-        assert httpx.get(url + "/ready").status_code == 200
-        assert gc.get_freeze_count() > before + 10_000
-    assert gc.get_freeze_count() == 0
