@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bench.embedder_quality import DATASETS, ROOT
+from calibration.cli import ONNX_MODEL, make_encoder
 
 KNOBS = (0.0, 0.5, 1.0)
 
@@ -22,16 +23,16 @@ KNOBS = (0.0, 0.5, 1.0)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.decision_agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("var/bench/quality"))
-    parser.add_argument("--onnx-model", type=Path, default=Path("models/minilm-onnx"))
+    parser.add_argument("--onnx-model", type=Path, default=ONNX_MODEL)
     args = parser.parse_args(argv)
     from calibration.data import load_scores
     from calibration.embeddings import EmbeddingCache
     from router.artifact import Artifact
-    from router.embedder import Embedder
-    from router.openvino_embedder import OpenVinoEmbedder
     from router.policy import Policy
 
-    fp32, bf16 = EmbeddingCache(Embedder()), EmbeddingCache(OpenVinoEmbedder(args.onnx_model))
+    # Calibration's own encoders (one thread each, as the router runs them).
+    fp32 = EmbeddingCache(make_encoder(1))
+    bf16 = EmbeddingCache(make_encoder(1, "openvino", onnx_model=args.onnx_model))
     print(f"OpenVINO precision on this CPU: {bf16.encoder.variant}")  # type: ignore[attr-defined]
     print(f"{'dataset':<14}{'knob':>6}{'queries':>9}{'same decision':>15}{'same cluster':>14}")
     for name, spec in DATASETS.items():
