@@ -223,10 +223,19 @@ def sweep(
 
 
 def quality(points: list[tuple[float, float, float]], scores: Floats, costs: Floats) -> float:
-    """Validation objective: AIQ when models differ in cost, else accuracy at knob 1."""
+    """Validation objective: AIQ when models differ in cost, else accuracy at knob 1.
+
+    The AIQ is the one ``triage eval`` reports: the hull is anchored at the cheapest single model (any router
+    can send everything there). Without the anchor the hull would extend flat to the left of the router's
+    cheapest point, crediting a router that only reaches the dear end with that end's accuracy over the whole
+    cost range, and selection would favour settings that never trade accuracy for cost.
+    """
     single_cost = costs.mean(axis=0)
     if np.ptp(single_cost) > 0:
-        return aiq([(c, a) for _, a, c in points], float(single_cost.min()), float(single_cost.max()))
+        single_accuracy = scores.mean(axis=0)
+        cheapest = min(range(len(single_cost)), key=lambda j: (single_cost[j], -single_accuracy[j]))
+        anchor = (float(single_cost[cheapest]), float(single_accuracy[cheapest]))
+        return aiq([(c, a) for _, a, c in points] + [anchor], float(single_cost.min()), float(single_cost.max()))
     return max(a for k, a, _ in points if k == 1.0)
 
 

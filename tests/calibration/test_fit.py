@@ -97,3 +97,23 @@ def test_fit_records_the_margin_it_chose_on_validation() -> None:
     assert result.cliff_margin == chosen["cliff_margin"]  # the first (smallest) margin reaching the best score
     fixed = fit(ids, x, scores, costs, MODELS, "general", FitConfig(cliff_margin=0.0), progress=False)
     assert fixed.cliff_margin == 0.0 and fixed.margin_selection == []
+
+
+def test_validation_objective_is_the_reports_anchored_aiq() -> None:
+    """Selection scores a candidate with the AIQ ``triage eval`` reports: the hull starts at the cheapest single
+    model. A router stuck at the dear end must not be credited with the dear end's accuracy across the range."""
+    from calibration.fit import quality
+    from calibration.metrics import aiq
+
+    # Two models: cheap (cost 1, 60 %) and dear (cost 3, 80 %).
+    scores = np.array([[1.0, 1.0]] * 60 + [[0.0, 1.0]] * 20 + [[0.0, 0.0]] * 20)
+    costs = np.array([[1.0, 3.0]] * 100)
+    always_dear = [(k, 0.8, 3.0) for k in np.linspace(0, 1, 11)]
+    trades = [(0.0, 0.6, 1.0), (0.5, 0.78, 1.5), (1.0, 0.8, 3.0)]
+    # The straight line from (1, .6) to (3, .8) averages .7; the router that trades is above it.
+    assert quality(always_dear, scores, costs) == pytest.approx(0.7, abs=1e-3)
+    assert quality(trades, scores, costs) > quality(always_dear, scores, costs)
+    # Unanchored (the hull flat left of the dear point), the router that never trades would have won: 0.8.
+    assert aiq([(c, a) for _, a, c in always_dear], 1.0, 3.0) == pytest.approx(0.8)
+    # Equal cost: accuracy at knob 1.
+    assert quality(trades, scores, np.ones_like(costs)) == 0.8
