@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from calibration.cli import main
 from router.artifact import Artifact
+from router.policy import Policy
 from tests.calibration.conftest import FakeEncoder, synthetic_rows, write_jsonl
 
 
@@ -69,8 +71,19 @@ def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder:
     assert knob1 > max(v["accuracy"] for v in report["single"].values())  # routing beats every single model
     assert knob1 <= report["oracle"]["accuracy"]
     assert report["triage"][0]["cost"] <= report["triage"][-1]["cost"]
-    # "cheap" is below the generalist in every domain: past its cliff everywhere, so no knob may use it.
-    assert all(p["share"]["cheap"] == 0 for p in report["triage"])
+    # "mathy" is 35-50 points below the generalist outside math: past its cliff there at every candidate margin,
+    # so no knob may send history or code to it, however cheap it is. ("cheap", uniformly weaker, is a slope the
+    # margin chosen on validation may leave to the knob.)
+    policy = Policy(artifact)
+    mathy = artifact.models.index("mathy")
+    for domain in ("history", "code"):
+        texts = [r["query"] for r in synthetic_rows() if r["domain"] == domain and r["split"] == "test"]
+        est = policy.estimate(fake_encoder.encode(texts))
+        assert artifact.cliff[est.cluster, mathy].all(), domain
+        for knob in (0.0, 0.5, 1.0):
+            chosen, _ = policy.choose(est, np.full(len(texts), knob))
+            assert mathy not in chosen, (domain, knob)
+    assert any(p["share"]["mathy"] > 0 for p in report["triage"])  # it does answer math
     assert 0 < report["aiq"]["triage"] <= knob1 and 0 < report["aiq"]["avengers"] <= 1
     for png in ("frontier.png", "cluster_accuracy.png", "cliff.png"):
         assert (rep / png).stat().st_size > 10_000
