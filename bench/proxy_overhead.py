@@ -12,6 +12,9 @@ With ``--vllm-url``, one more row pair against a real (CPU) vLLM server: direct 
 With ``--litellm BIN`` (the ``litellm`` script of an environment that has ``litellm[proxy]``), a fourth
 target: LiteLLM's proxy in front of the same fake, in the same interleaved run (it has no routing decision,
 so compare it with ``pinned``).
+At 64 clients the clients start together; with ``--tokens-per-s`` the streams all last as long, so they stay in
+step, a burst of 64 every stream. ``--stagger`` spreads the first starts over one stream's time instead: a steady
+flow of arrivals at the same concurrency (``bench.burst`` measures the synchronised case on its own).
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ def bodies(target: Target, stream: bool, prompts: Iterator[str], max_tokens: int
 
 
 async def measure(targets: list[Target], stream: bool, concurrency: int, requests: int, prompts: Iterator[str],
-                  max_tokens: int, pool: Pool | None = None) -> dict[str, Series]:
+                  max_tokens: int, pool: Pool | None = None, stagger: float = 0.0) -> dict[str, Series]:
     """``requests`` per target; each client sends to the targets in turn, so they share the same moments.
-    ``pool``: keep-alive connections opened by an earlier phase (the warm-up); by default a new pool."""
+    ``pool``: keep-alive connections opened by an earlier phase (the warm-up); by default a new pool.
+    ``stagger``: client i starts ``i * stagger / concurrency`` seconds late, so starts spread over ``stagger``
+    instead of all clients starting together (streams of equal length would stay in step for the whole run)."""
     series = {t.name: Series() for t in targets}
     plan = [t for _ in range(requests) for t in targets]
     cursor = iter(plan)
@@ -63,7 +68,8 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
     own = pool is None
     pool = pool or Pool()
     try:
-        async def client_loop() -> None:
+        async def client_loop(i: int) -> None:
+            await asyncio.sleep(i * stagger / concurrency)
             for target in cursor:
                 body = bodies(target, stream, prompts, max_tokens)
                 try:
@@ -74,7 +80,7 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
                     continue
                 series[target.name].add(timed)
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
     finally:
         if own:
             pool.close()
@@ -108,6 +114,9 @@ async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, back
     lines = [header]
     for concurrency in (int(c) for c in args.levels.split(",")):
         n = args.requests if concurrency == 1 else args.requests * 2
+        # --stagger: the starts spread over one stream's generation time, so the streams never run in step.
+        stagger = args.max_tokens / args.tokens_per_s if args.stagger and args.tokens_per_s and concurrency > 1 \
+            else 0.0
         modes = args.modes.split(",")
         # Warm-up: every connection opened and every code path run once, so the measured phase does not begin
         # with 64 clients opening connections at the same moment. Its connections stay open for the measured
@@ -117,10 +126,10 @@ async def run(args: argparse.Namespace, triage_url: str, fake: FakeProcess, back
                       prompts, args.max_tokens, pool)
         try:
             if "json" in modes:
-                plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens, pool)
+                plain = await measure(targets, False, concurrency, n, prompts, args.max_tokens, pool, stagger)
                 lines += rows(f"non-streaming total, c={concurrency}", plain, "direct", ttft=False)
             if "stream" in modes:
-                streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens, pool)
+                streamed = await measure(targets, True, concurrency, n, prompts, args.max_tokens, pool, stagger)
                 lines += rows(f"streaming first token, c={concurrency}", streamed, "direct", ttft=True)
                 lines += rows(f"streaming total, c={concurrency}", streamed, "direct", ttft=False)
         finally:
@@ -155,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the router's embedder backend (routed rows; openvino: the shipped configs')")
     parser.add_argument("--cold-start", action="store_true",
                         help="each measured phase opens its own client connections (the first requests pay)")
+    parser.add_argument("--stagger", action="store_true",
+                        help="spread the clients' first requests over one stream's generation time (with "
+                             "--tokens-per-s): steady arrivals instead of every stream starting together")
     parser.add_argument("--tokens-per-s", type=float, default=0,
                         help="the fake's generation speed per stream (0: instant, a saturation test at c=64)")
     return parser
