@@ -61,8 +61,10 @@ def write_artifact(
     extra: dict[str, Any],
     write_human: Callable[[Path], None] | None = None,
     refine_embedder_name: str | None = None,
+    embedder_weights: str = "",
 ) -> Artifact:
-    """Write, validate, rename into place; returns the loaded artifact."""
+    """Write, validate, rename into place; returns the loaded artifact. ``embedder_weights``: the encoder's
+    ``weights`` (a quantised copy's file hash), recorded so that a router with another copy refuses it."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     reference_model = models[int(np.argmax(fit.global_accuracy))]
@@ -70,7 +72,8 @@ def write_artifact(
     try:
         manifest = {
             "format_version": FORMAT_VERSION,
-            "embedder": {"name": embedder_name, "dim": embedder_dim, "normalisation": NORMALISATION},
+            "embedder": {"name": embedder_name, "dim": embedder_dim, "normalisation": NORMALISATION,
+                         **({"weights": embedder_weights} if embedder_weights else {})},
             "k": fit.k,
             "models": models,
             "generalist": generalist,
@@ -121,7 +124,8 @@ def write_artifact(
                 "calibrated_on": "the same validation slice, scored by the refine embedder against the same rows",
             }
             (tmp / "refine.json").write_text(json.dumps(refine, indent=1) + "\n")
-        artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim)
+        artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim,
+                                 embedder_weights=embedder_weights)
         if write_human is not None:
             write_human(tmp)
         old = None

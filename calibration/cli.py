@@ -26,6 +26,7 @@ from calibration.data import DataError, ScoreMatrix, load_scores
 from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.fit import FitConfig, fit
 from router.artifact import Artifact, ArtifactError
+from router.embedder import weights_of
 
 
 class UsageError(Exception):
@@ -307,6 +308,7 @@ def write_artifact_from(
         generalist=generalist,
         embedder_name=encoder.name,
         embedder_dim=encoder.dim,
+        embedder_weights=weights_of(encoder),
         fit=result,
         data_info=data_info,
         extra={
@@ -343,7 +345,8 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
     if args.artifact is None:
         raise UsageError("--artifact is required (or --leave-one-domain-out)")
     encoder = encoder or encoder_from(args)
-    artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim)
+    artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim,
+                             embedder_weights=weights_of(encoder))
     if artifact.refine is not None:
         refine_encoder = refine_encoder or make_encoder(args.threads)
         if refine_encoder.name != artifact.refine.embedder_name:

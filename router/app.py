@@ -23,7 +23,7 @@ from router.auth import Authenticator
 from router.backends import BackendPool, TransportFactory
 from router.decider import Decider
 from router.decisionlog import DecisionLog
-from router.embedder import TextEncoder
+from router.embedder import TextEncoder, weights_of
 from router.errors import PayloadTooLarge, error_response, install_handlers
 from router.metrics import Metrics
 from router.onnx_embedder import load_encoder
@@ -100,7 +100,8 @@ def create_app(
         threadpool_limits(settings.embedder.threads)
         model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(
             load_encoder, settings.embedder, settings.embedder.backend, settings.embedder.onnx_path)
-        artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim)
+        artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim,
+                                 embedder_weights=weights_of(model))
         refine = refine_encoder
         if artifact.refine is not None and refine is None:  # the artifact asks for MiniLM on close OOD calls
             refine = await asyncio.to_thread(load_encoder, settings.embedder, settings.embedder.refine_backend,

@@ -2,7 +2,8 @@
 
 A directory::
 
-    manifest.json      format_version, embedder {name, dim, normalisation}, k, models, generalist,
+    manifest.json      format_version, embedder {name, dim, normalisation, weights (a quantised copy's hash;
+                       absent for the model's own weights)}, k, models, generalist,
                        reference_model, data fingerprint, created_at, policy and ood settings
     centroids.npy      (k, dim) float32, unit-norm k-means centroids
     table.json         per cluster, per model: n, accuracy, estimate (shrunk), lower/upper, mean_cost, cliff
@@ -108,6 +109,7 @@ class Artifact:
     reference_model: str
     embedder_name: str
     embedder_dim: int
+    embedder_weights: str  # "": the model's own weights (or not recorded)
     k: int
     manifest: dict[str, Any]
     centroids: Matrix  # (k, dim)
@@ -129,8 +131,11 @@ class Artifact:
 
     @classmethod
     def load(
-        cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None
+        cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None,
+        embedder_weights: str | None = None,
     ) -> Artifact:
+        """``embedder_weights``: the serving encoder's ``weights`` (a quantised copy's file hash, "" for the
+        model's own weights). An artifact that records other weights under the same name is refused."""
         path = Path(path)
         if not path.is_dir():
             raise ArtifactError(f"artifact directory {path.name!r} not found")
@@ -160,6 +165,13 @@ class Artifact:
             raise ArtifactError(
                 f"embedder mismatch: the artifact was calibrated with {self.embedder_name!r}, "
                 f"the router uses {embedder_name!r}"
+            )
+        self.embedder_weights = str(emb.get("weights", ""))
+        if embedder_weights is not None and self.embedder_weights and embedder_weights != self.embedder_weights:
+            raise ArtifactError(
+                f"embedder mismatch: the artifact was calibrated on the quantised copy {self.embedder_weights!r} "
+                f"of {self.embedder_name!r}, the router's copy is {embedder_weights or 'the unquantised model'!r}: "
+                "recalibrate with the router's model"
             )
         if embedder_dim is not None and embedder_dim != self.embedder_dim:
             raise ArtifactError(

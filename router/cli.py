@@ -75,7 +75,7 @@ def route(args: argparse.Namespace) -> int:
     import numpy as np
 
     from router.artifact import Artifact, ArtifactError
-    from router.embedder import EmbedderError
+    from router.embedder import EmbedderError, weights_of
     from router.onnx_embedder import load_encoder
     from router.policy import Policy
     from router.settings import ConfigError, EmbedderSettings, load_settings
@@ -98,7 +98,8 @@ def route(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config).embedder if args.config else EmbedderSettings()
         embedder = load_encoder(settings, settings.backend, settings.onnx_path)
-        artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim)
+        artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim,
+                                 embedder_weights=weights_of(embedder))
         queries = [q for _, q in rows]
         refine = None
         if artifact.refine is not None:  # the server's decider: MiniLM for the close out-of-domain calls

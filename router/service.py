@@ -22,6 +22,7 @@ from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
 from router.decider import Decider
 from router.decisionlog import DecisionLog
+from router.embedder import weights_of
 from router.errors import BackendFailed, InvalidRequest, TriageError, UnknownModel, sse_error
 from router.metrics import Metrics
 from router.policy import Decision, Policy
@@ -130,7 +131,8 @@ class Triage:
     def reload(self, path: str | None = None) -> Routing:
         """Validate the new artifact fully, then swap; on any error the current one keeps serving."""
         artifact = Artifact.load(
-            path or self.settings.artifact, embedder_name=self.decider.name, embedder_dim=self.decider.dim
+            path or self.settings.artifact, embedder_name=self.decider.name, embedder_dim=self.decider.dim,
+            embedder_weights=weights_of(self.decider.encoder),
         )
         self.decider.check(artifact)
         routing = Routing(artifact)

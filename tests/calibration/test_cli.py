@@ -211,6 +211,23 @@ def test_eval_refuses_artifact_of_another_embedder(
     assert "embedder mismatch" in capsys.readouterr().err
 
 
+def test_a_quantised_encoders_weights_are_recorded_and_another_copy_is_refused(
+    tmp_path: Path, synthetic_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quantised = FakeEncoder()
+    quantised.weights = "a1b2c3d4e5f6"  # type: ignore[attr-defined]  # what OnnxEmbedder has for an int8 copy
+    art = tmp_path / "art"
+    argv = ["calibrate", "--data", str(synthetic_file), "--out", str(art), "--generalist", "general",
+            "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert run(argv, quantised) == 0
+    assert json.loads((art / "manifest.json").read_text())["embedder"]["weights"] == "a1b2c3d4e5f6"
+    evaluate = ["eval", "--artifact", str(art), "--data", str(synthetic_file), "--out", str(tmp_path / "r"),
+                "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert run(evaluate, FakeEncoder()) == 2  # same name, the unquantised weights
+    assert "quantised copy 'a1b2c3d4e5f6'" in capsys.readouterr().err
+    assert run(evaluate, quantised) == 0
+
+
 def test_recalibrate_replaces_atomically(
     tmp_path: Path, synthetic_file: Path, fake_encoder: FakeEncoder
 ) -> None:

@@ -78,6 +78,21 @@ def test_embedder_mismatch_refused(tmp_path: Path) -> None:
         Artifact.load(path, embedder_dim=384)
 
 
+def test_an_artifact_fitted_on_one_quantised_copy_is_refused_by_a_router_with_another(tmp_path: Path) -> None:
+    """Same name, other weights (re-quantised): the vectors moved, so the table would route on the wrong ones."""
+    quantised = write_artifact(tmp_path / "q", manifest={"embedder": {"name": "test-embedder", "dim": DIM,
+                                                                     "normalisation": "l2", "weights": "a1b2c3"}})
+    assert Artifact.load(quantised, embedder_name="test-embedder", embedder_weights="a1b2c3").embedder_weights == \
+        "a1b2c3"
+    with pytest.raises(ArtifactError, match="quantised copy 'a1b2c3'.*'d4e5f6': recalibrate"):
+        Artifact.load(quantised, embedder_name="test-embedder", embedder_weights="d4e5f6")
+    with pytest.raises(ArtifactError, match="quantised copy 'a1b2c3'.*the unquantised model"):
+        Artifact.load(quantised, embedder_name="test-embedder", embedder_weights="")
+    # An artifact of the model's own weights records none; one written before weights were recorded neither.
+    plain = Artifact.load(write_artifact(tmp_path / "p"), embedder_weights="d4e5f6")
+    assert plain.embedder_weights == ""
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

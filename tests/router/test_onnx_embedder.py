@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from router.artifact import Artifact
-from router.embedder import Embedder, EmbedderError
+from router.embedder import Embedder, EmbedderError, weights_of
 from router.onnx_embedder import OnnxEmbedder, load_encoder
 from router.onnx_export import META_FILE, MODEL_FILE, export
 from router.settings import EmbedderSettings
@@ -144,4 +144,6 @@ def test_the_int8_copy_carries_its_own_name_and_stays_close_to_the_fp32_vectors(
     assert np.median(cosine) > 0.98 and cosine.min() > 0.9
     # Its vectors change with the quantisation: calibration's cache keeps them per model file.
     assert int8.variant == meta["onnx_sha256"][:12] and onnx_embedder.variant == ""
+    # ... and so does the artifact (Artifact.load refuses one fitted on another copy of the same name).
+    assert weights_of(int8) == meta["onnx_sha256"][:12] and weights_of(onnx_embedder) == ""
     assert quantize(onnx_dir, int8_dir) == int8_dir and json.loads((int8_dir / META_FILE).read_text()) == meta
