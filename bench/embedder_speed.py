@@ -5,9 +5,10 @@
 No HTTP and no router: what each backend's ``encode`` costs on RouterDC test queries of at most 32 MiniLM
 tokens (``bench.routing_latency``'s "short" pool), each backend warmed on the same 100 queries first, then
 timed on the same 300 one at a time and 1,024 in batches of 32. Also printed: the cosine of each backend's
-vectors to sentence-transformers' (torch) on those queries, and for OpenVINO the same run with each batch
-padded only to its longest text (``pad_multiple = 1``) instead of to a multiple of 32 tokens, which is what
-the padding buys (OpenVINO re-plans a compiled model whenever the input shape changes).
+vectors to sentence-transformers' (torch) on those queries, and for OpenVINO two more runs: without the model
+compiled for one 32-token query (``openvino-dynamic``: every shape on the dynamic model), and with each batch
+padded only to its longest text (``openvino-unpadded``, ``pad_multiple = 1``) instead of to a multiple of 32
+tokens, which is what the padding buys (OpenVINO re-plans a compiled model whenever the input shape changes).
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ def encoders(threads: int) -> dict[str, Callable[[], object]]:
     class Unpadded(OpenVinoEmbedder):
         pad_multiple = 1
 
+    class DynamicOnly(OpenVinoEmbedder):
+        single_shape = False
+
     return {
         "torch": lambda: Embedder(settings),
         "onnx": lambda: OnnxEmbedder(MODELS / "minilm-onnx", settings),
         "openvino": lambda: OpenVinoEmbedder(MODELS / "minilm-onnx", settings),
+        "openvino-dynamic": lambda: DynamicOnly(MODELS / "minilm-onnx", settings),
         "openvino-unpadded": lambda: Unpadded(MODELS / "minilm-onnx", settings),
         "openvino-f32": lambda: OpenVinoEmbedder(MODELS / "minilm-onnx",
                                                  settings.model_copy(update={"precision": "f32"})),
@@ -52,7 +57,8 @@ def encoders(threads: int) -> dict[str, Callable[[], object]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.embedder_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="model threads (the shipped configs use 1)")
-    parser.add_argument("--backends", default="torch,onnx,openvino,openvino-unpadded,openvino-f32,int8,static")
+    parser.add_argument("--backends",
+                        default="torch,onnx,openvino,openvino-dynamic,openvino-unpadded,openvino-f32,int8,static")
     args = parser.parse_args(argv)
     short = short_queries(load_queries(20_000, seed=3))
     warm, single, batched = short[:100], short[100:400], (short * 2)[:1024]
