@@ -17,7 +17,9 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +53,7 @@ async def measure(backend: str, threads: int, artifact: Path, queries: list[str]
             times.append(time.perf_counter() - started)
         lines.append(f"{label:<22}{'1':>8}{len(times):>7}{statistics.median(times) * 1e3:>9.2f}"
                      f"{np.quantile(times, 0.99) * 1e3:>9.2f}{len(times) / sum(times):>10.0f}")
+        lines += await parts(encoder, policy, queries[:300], label)
         async def client(count: int, latencies: list[float]) -> None:
             for _ in range(count):
                 started = time.perf_counter()
@@ -67,6 +70,40 @@ async def measure(backend: str, threads: int, artifact: Path, queries: list[str]
     finally:
         await decider.stop()
     return lines
+
+
+async def parts(encoder: Any, policy: Any, queries: list[str], label: str) -> list[str]:
+    """One decision's parts, each timed alone on the same queries: the embedding, the whole policy, the kNN
+    over the artifact's reference vectors inside it (its one matrix-vector product reads every reference
+    vector), and the round trip to a worker thread that the Decider makes per batch."""
+    from router.ood import knn
+
+    a = policy.artifact
+    vectors = encoder.encode(queries)
+
+    def median_ms(call: Callable[[int], object]) -> float:
+        times = []
+        for i in range(len(queries)):
+            started = time.perf_counter()
+            call(i)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1e3
+
+    async def hop_ms() -> float:
+        times = []
+        for _ in range(len(queries)):
+            started = time.perf_counter()
+            await asyncio.to_thread(lambda: None)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1e3
+
+    ref = a.reference
+    rows = [("embedding (encoder.encode, one query)", median_ms(lambda i: encoder.encode([queries[i]]))),
+            ("policy (Policy.decide, one vector)", median_ms(lambda i: policy.decide(vectors[i:i + 1], 1.0))),
+            (f"  of which the kNN over {ref.shape[0]:,} x {ref.shape[1]} references ({ref.nbytes / 2**20:.1f} MiB)",
+             median_ms(lambda i: knn(vectors[i:i + 1], ref, max(a.ood_k, a.knn_k)))),
+            ("hop to a worker thread and back", await hop_ms())]
+    return [f"{label:<22}  part: {name:<64}{ms:>7.3f} ms p50" for name, ms in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

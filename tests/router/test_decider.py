@@ -87,3 +87,30 @@ def test_the_packaged_minilm_loads_offline_and_gives_unit_vectors(embedder: Embe
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert np.allclose(vectors[0], vectors[2], atol=1e-6)
     assert float(vectors[0] @ vectors[1]) < 0.5
+
+
+async def test_every_batch_runs_on_the_deciders_own_thread_and_stop_releases_it() -> None:
+    import threading
+
+    class Recording(CountingEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            self.threads.add(threading.current_thread().name)
+            return super().encode(texts)
+
+    encoder = Recording()
+    decider = Decider(encoder, EmbedderSettings(cache_size=0))
+    await decider.start()
+    for n in range(20):  # one at a time: twenty batches
+        await decider.decide("q" * (n + 1), EchoPolicy(), 0.5)  # type: ignore[arg-type]
+    await asyncio.gather(*(decider.decide(f"c{n}", EchoPolicy(), 0.5) for n in range(8)))  # type: ignore[arg-type]
+    # One thread, never the event loop's: model state that lives per thread is built once.
+    assert len(encoder.threads) == 1 and threading.current_thread().name not in encoder.threads
+    (name,) = encoder.threads
+    assert name.startswith("triage-decider")
+    await decider.stop()
+    await asyncio.sleep(0.05)
+    assert not any(t.name == name for t in threading.enumerate())
