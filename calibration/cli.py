@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from calibration.data import DataError, ScoreMatrix, load_scores
 from calibration.embeddings import EmbeddingCache, Encoder
@@ -163,6 +164,19 @@ def main(argv: list[str], encoder: Encoder | None = None, client: Any = None,
 
 def _domains(text: str | None) -> set[str]:
     return {d.strip() for d in (text or "").split(",") if d.strip()}
+
+
+def domain_best(train: ScoreMatrix, domains: list[str]) -> dict[str, int]:
+    """Per domain, the model with the best accuracy on the fitted rows of that domain (the cheaper on a tie);
+    a domain with no fitted rows gets the best model over all of them."""
+
+    def best(rows: npt.NDArray[np.bool_]) -> int:
+        acc, cost = train.scores[rows].mean(axis=0), train.costs[rows].mean(axis=0)
+        return int(np.lexsort((cost, -acc))[0])
+
+    labels = np.array(train.domains)
+    everything = best(np.ones(len(train), dtype=bool))
+    return {d: best(labels == d) if (labels == d).any() else everything for d in set(domains)}
 
 
 def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:
@@ -398,6 +412,8 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
         ood.costs if len(ood) else None,
         test_refine=test_x2,
         ood_refine=ood_x2,
+        test_domains=test.domains,
+        domain_best=domain_best(train, test.domains),
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

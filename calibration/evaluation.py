@@ -7,6 +7,7 @@ the server, so what this reports is what the server would have done on these que
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy.typing as npt
 from calibration.fit import kmeans
 from calibration.metrics import aiq, auroc, frontier, oracle, random_router
 from router.clusters import nearest
-from router.policy import Policy, Refiner
+from router.policy import Estimates, Policy, Refiner
 
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -81,14 +82,24 @@ def evaluate(
     ood_c: Floats | None = None,
     test_refine: Matrix | None = None,
     ood_refine: Matrix | None = None,
+    test_domains: Sequence[str] | None = None,
+    domain_best: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """``test_refine`` / ``ood_refine``: the same rows embedded by the artifact's refine embedder, if it has a
-    refine tier (only the rows the policy asks for are used, as in the router)."""
+    refine tier (only the rows the policy asks for are used, as in the router).
+
+    ``test_domains`` (each test row's domain label) and ``domain_best`` (domain -> index of the model with the
+    best accuracy on that domain's fitted rows) add the *domain router*: a baseline that is told every query's
+    domain and sends it to that model. It needs what the router never gets, the label, so it shows how much of
+    the gain over the best single model is there to take by recognising domains alone; ``per_domain`` then
+    compares Triage at knob 1 with it domain by domain."""
     est = policy.estimate(test_x, rows_of(test_refine))
     n = len(test_s)
     triage = []
+    triage_choice = np.zeros(n, dtype=np.intp)  # at knob 1, the last of KNOBS
     for knob in KNOBS:
         chosen, reasons = policy.choose(est, np.full(n, knob))
+        triage_choice = chosen
         acc, cost = picked(test_s, test_c, chosen)
         triage.append(
             {
@@ -142,6 +153,8 @@ def evaluate(
             "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
             "cost_range": [cmin, cmax],
         }
+    if test_domains is not None and domain_best is not None:
+        result.update(_by_domain(models, test_s, test_c, est, triage_choice, list(test_domains), domain_best))
     if policy.artifact.refine is not None:
         result["refined_rate"] = float(est.refined.mean())  # in-domain test rows the refine embedder re-scored
     result["in_domain_ood_scores"] = est.ood_score
@@ -162,3 +175,25 @@ def evaluate(
         }
         result["ood_scores"] = ood_est.ood_score
     return result
+
+
+def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates, triage_choice: npt.NDArray[np.intp],
+               domains: list[str], domain_best: Mapping[str, int]) -> dict[str, Any]:
+    labels = np.array(domains)
+    pick = np.array([domain_best[d] for d in domains], dtype=np.intp)
+    acc, cost = picked(scores, costs, pick)
+    rows = np.arange(len(scores))
+    per_domain = []
+    for d in sorted(set(domains), key=lambda d: (-domains.count(d), d)):
+        m = labels == d
+        j = domain_best[d]
+        per_domain.append({
+            "domain": d,
+            "n": int(m.sum()),
+            "triage_knob1": float(scores[rows[m], triage_choice[m]].mean()),
+            "ood_flagged_rate": float(est.is_ood[m].mean()),
+            "train_best": models[j],
+            "train_best_accuracy": float(scores[m, j].mean()),
+            "test_best_accuracy": float(scores[m].mean(axis=0).max()),
+        })
+    return {"domain_router": {"accuracy": acc, "cost": cost}, "per_domain": per_domain}

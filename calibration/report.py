@@ -128,6 +128,25 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
     lines.append(
         f"| random | uniform | {pct(result['random']['accuracy'])} | {money(result['random']['cost'])} |"
     )
+    if "domain_router" in result:
+        d = result["domain_router"]
+        lines.append(f"| domain router | told each query's domain: that domain's best model on the fitted rows | "
+                     f"{pct(d['accuracy'])} | {money(d['cost'])} |")
+        lines += [
+            "",
+            "## Per domain, knob 1",
+            "",
+            "The domain router is a baseline that is told each query's domain label (the router is not) and sends",
+            "it to the model with the best accuracy on that domain's fitted rows: the gain there is to take by",
+            "recognising domains alone.",
+            "",
+            "| domain | n | Triage % | flagged OOD % | domain's best model (fitted rows) | its accuracy % "
+            "| best model on these rows % |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result["per_domain"]:
+            lines.append(f"| {r['domain']} | {r['n']} | {pct(r['triage_knob1'])} | {pct(r['ood_flagged_rate'])} | "
+                         f"{r['train_best']} | {pct(r['train_best_accuracy'])} | {pct(r['test_best_accuracy'])} |")
     if "ood" in result:
         o = result["ood"]
         lines += [

@@ -88,6 +88,25 @@ def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder:
     for png in ("frontier.png", "cluster_accuracy.png", "cliff.png"):
         assert (rep / png).stat().st_size > 10_000
     assert "AIQ" in (rep / "report.md").read_text()
+    # The domain router is told each test row's domain and takes that domain's best model on the train rows.
+    rows_all = synthetic_rows()
+    test_rows = [r for r in rows_all if r["split"] == "test"]
+    best = {}
+    for domain in ("math", "history", "code"):
+        train = [r for r in rows_all if r["domain"] == domain and r["split"] == "train"]
+        best[domain] = max(artifact.models, key=lambda m: sum(r["scores"][m] for r in train))
+    assert best["math"] == "mathy" and best["history"] == "general"  # ACCURACY in conftest
+    expected = np.mean([r["scores"][best[r["domain"]]] for r in test_rows])
+    assert report["domain_router"]["accuracy"] == pytest.approx(expected)
+    per = {r["domain"]: r for r in report["per_domain"]}
+    assert {d: r["train_best"] for d, r in per.items()} == best
+    assert sum(r["n"] for r in per.values()) == report["n"] == len(test_rows)
+    for domain, r in per.items():
+        rows = [t for t in test_rows if t["domain"] == domain]
+        assert r["train_best_accuracy"] == pytest.approx(np.mean([t["scores"][best[domain]] for t in rows]))
+    # Triage's knob-1 accuracy is the n-weighted mean of its per-domain accuracies.
+    assert sum(r["triage_knob1"] * r["n"] for r in per.values()) / report["n"] == pytest.approx(knob1)
+    assert "## Per domain, knob 1" in (rep / "report.md").read_text()
 
 
 def test_holdout_domain_is_flagged_ood(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
