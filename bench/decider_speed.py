@@ -29,6 +29,8 @@ from bench.stack import ensure_artifact
 
 
 async def measure(backend: str, threads: int, artifact: Path, queries: list[str], requests: int) -> list[str]:
+    from threadpoolctl import threadpool_limits
+
     from router.artifact import Artifact
     from router.decider import Decider
     from router.onnx_embedder import load_encoder
@@ -37,6 +39,7 @@ async def measure(backend: str, threads: int, artifact: Path, queries: list[str]
 
     settings = EmbedderSettings.model_validate({**CONFIGS[backend][0], "threads": threads, "cache_size": 0})
     encoder = load_encoder(settings, settings.backend, settings.onnx_path)
+    threadpool_limits(settings.blas_threads)  # as the router's app does: the policy's BLAS apart from the model
     policy = Policy(Artifact.load(artifact, embedder_name=encoder.name, embedder_dim=encoder.dim))
     decider = Decider(encoder, settings)
     await decider.start()

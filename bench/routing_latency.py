@@ -79,26 +79,28 @@ def refined(url: str) -> tuple[float, float]:
 
 
 def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, object]],
-            long: Iterator[dict[str, object]], sequential: int, per_level: int) -> list[str]:
+            long: Iterator[dict[str, object]], sequential: int, per_level: int, threads: int = 1) -> list[str]:
     # No embedding cache: the short pool is reused, and a cache hit would measure a dictionary lookup.
-    settings = {**CONFIGS[name][0], "cache_size": 0}
+    settings = {**CONFIGS[name][0], "cache_size": 0, "threads": threads}
+    label = name if threads == 1 else f"{name} ({threads} threads)"
     lines = []
-    with BenchStack(artifact, workdir / name, health={"probe_interval_s": 0}, embedder=settings) as stack:
+    with BenchStack(artifact, workdir / f"{name}-{threads}", health={"probe_interval_s": 0},
+                    embedder=settings) as stack:
         url = stack.triage.url
         run(url, "/v1/route", short, 1, 50)  # warm-up
-        for label, source in (("short", short), ("all", long)):
+        for kind, source in (("short", short), ("all", long)):
             latencies, _ = run(url, "/v1/route", source, 1, sequential)
-            lines.append(line(f"{name}: {label} queries, one at a time", latencies))
+            lines.append(line(f"{label}: {kind} queries, one at a time", latencies))
         for level in LEVELS:
             latencies, wall = run(url, "/v1/route", short, level, max(per_level, 4 * level))
-            lines.append(line(f"{name}: short, {level} concurrent clients", latencies, wall))
+            lines.append(line(f"{label}: short, {level} concurrent clients", latencies, wall))
         latencies, wall = run(url, "/v1/route", long, 32, min(per_level, 500))
-        lines.append(line(f"{name}: all, 32 concurrent clients", latencies, wall))
+        lines.append(line(f"{label}: all, 32 concurrent clients", latencies, wall))
         done, decisions = refined(url)
         if done:
-            lines.append(f"{name}: the refine tier re-scored {done:.0f} of {decisions:.0f} decisions "
+            lines.append(f"{label}: the refine tier re-scored {done:.0f} of {decisions:.0f} decisions "
                          f"({100 * done / decisions:.0f} %)")
-        lines.append(f"{name}: router RSS after the runs: {stack.triage.rss_mib():.0f} MiB")
+        lines.append(f"{label}: router RSS after the runs: {stack.triage.rss_mib():.0f} MiB")
     return lines
 
 
@@ -109,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedders", default="onnx,openvino,int8,static,tiered")
     parser.add_argument("--artifacts", default="var/bench/artifacts", help="one calibrated artifact per embedder")
     parser.add_argument("--workdir", default="var/bench/routing")
+    parser.add_argument("--threads", default="1", help="model threads to compare, comma-separated (e.g. 1,2)")
     return parser
 
 
@@ -126,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     short_pool = short_queries(everything)
     lines = [f"{'path':<44}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}"]
     for name in names:
-        # Every configuration gets the same queries in the same order: a side-by-side comparison.
-        lines += measure(name, artifacts[name], Path(args.workdir), bodies(short_pool * 20), bodies(everything),
-                         args.sequential, args.per_level)
-        print("\n".join(lines[-9:]), flush=True)
+        for threads in (int(t) for t in args.threads.split(",")):
+            # Every configuration gets the same queries in the same order: a side-by-side comparison.
+            lines += measure(name, artifacts[name], Path(args.workdir), bodies(short_pool * 20),
+                             bodies(everything), args.sequential, args.per_level, threads)
+            print("\n".join(lines[-9:]), flush=True)
     print(f"\nshort queries: {len(short_pool)} distinct RouterDC test queries of at most {SHORT_TOKENS} tokens "
           "(reused in order; the router's embedding cache is off)")
     print("\n".join(lines))

@@ -93,11 +93,12 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # numpy's BLAS pool (the policy's matrix products) gets the embedder's thread cap: on a machine shared
-        # with model servers its default pool made decision p99 4x worse (bench/scaling.py).
+        # numpy's BLAS pool (the policy's matrix products) gets its own cap, 1 by default: on a machine shared
+        # with model servers its default pool made decision p99 4x worse (bench/scaling.py), and beside a
+        # 2-thread model its spinning threads cut decisions/s at 32 clients from ~1,050 to ~630.
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(settings.embedder.threads)
+        threadpool_limits(settings.embedder.blas_threads)
         model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(
             load_encoder, settings.embedder, settings.embedder.backend, settings.embedder.onnx_path)
         artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim,

@@ -43,7 +43,6 @@ class OnnxEmbedder:
         settings = settings or EmbedderSettings()
         import json
 
-        from threadpoolctl import threadpool_limits
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -66,8 +65,6 @@ class OnnxEmbedder:
         self.weights: str = str(meta["onnx_sha256"])[:12] if "quantized_from" in meta else ""
         self.variant: str = self.weights
 
-        # numpy's BLAS (the policy's matrix products) gets the same cap as the model (see Embedder).
-        threadpool_limits(settings.threads)
         self._open(path / MODEL_FILE, settings)
 
         tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))

@@ -82,6 +82,9 @@ class EmbedderSettings(BaseModel):
         "torch", description="the MiniLM that answers close out-of-domain calls when the artifact has a refine "
         "tier (onnx and openvino use onnx_path)")
     threads: int = Field(1, ge=1, description="model threads; 1 keeps co-located model servers fast")
+    blas_threads: int = Field(
+        1, ge=1, description="numpy's BLAS threads for the policy's matrix products, separate from the model's: "
+        "OpenBLAS threads that spin after each product slowed a 2-thread model by 40 % (bench/README.md)")
     max_batch: int = Field(64, ge=1)
     max_wait_ms: float = Field(
         0.0, ge=0, description="extra wait for a batch to fill; 0: take what is queued when the worker is free")

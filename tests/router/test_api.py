@@ -270,3 +270,23 @@ def test_the_router_freezes_what_it_loaded_and_thaws_it_on_shutdown(artifact: Ar
         assert httpx.get(url + "/ready").status_code == 200
         assert gc.get_freeze_count() > before + 10_000
     assert gc.get_freeze_count() == 0
+
+
+
+def test_the_policys_blas_threads_are_capped_apart_from_the_models(artifact: Artifact, embedder: Embedder,
+                                                                    tmp_path: Path) -> None:
+    """numpy's BLAS pool gets ``embedder.blas_threads`` (1) whatever the model's thread count: OpenBLAS threads
+    spinning after the policy's products cost a 2-thread model ~40 % of its decisions/s (bench/README.md)."""
+    from threadpoolctl import OpenBLASController, threadpool_info, threadpool_limits
+
+    threadpool_limits(2, user_api="blas")  # what numpy starts with on two cores
+    # threadpoolctl lets only one thread set a process-wide OpenBLAS pool: under `triage serve` the start-up
+    # runs on the main thread, here on the test server's thread, which must be allowed to take over.
+    OpenBLASController.clear_controlling_thread(force=True)
+    settings = fleet_config(artifact, tmp_path, embedder={"threads": 2, "blas_threads": 1})
+    fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
+    app = create_app(settings, encoder=embedder, transport_for=lambda b: fakes[b.name].transport())
+    with serve(app) as url:
+        assert httpx.get(url + "/ready").status_code == 200
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and set(blas) == {1}
