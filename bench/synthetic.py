@@ -44,6 +44,7 @@ def write_synthetic_artifact(out: Path, k: int, models: list[str], n_reference: 
     table = beta_table(labels, k, scores, costs, generalist=0, prior_strength=10.0, cliff_confidence=0.9)
     fit = FitResult(k=k, centroids=centroids, labels=labels, table=table, soft_top=min(3, k), temperature=0.05,
                     knn_weight=0.3, knn_k=20, ood_k=10, ood_threshold=ood_threshold, ood_quantiles={},
+                    cluster_thresholds=None,
                     reference=reference, reference_scores=scores.astype(np.float32),
                     global_accuracy=scores.mean(axis=0))
     return write_artifact(out, models=models, generalist=models[0], embedder_name=EMBEDDER_NAME,
