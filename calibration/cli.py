@@ -174,9 +174,9 @@ def domain_best(train: ScoreMatrix, domains: list[str]) -> dict[str, int]:
         acc, cost = train.scores[rows].mean(axis=0), train.costs[rows].mean(axis=0)
         return int(np.lexsort((cost, -acc))[0])
 
-    labels = np.array(train.domains)
     everything = best(np.ones(len(train), dtype=bool))
-    return {d: best(labels == d) if (labels == d).any() else everything for d in set(domains)}
+    present = set(train.domains)
+    return {d: best(train.mask_domains({d})) if d in present else everything for d in set(domains)}
 
 
 def fit_rows(data: ScoreMatrix, split: str, holdout: set[str]) -> ScoreMatrix:

@@ -7,6 +7,7 @@ the server, so what this reports is what the server would have done on these que
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,12 +185,12 @@ def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates,
     acc, cost = picked(scores, costs, pick)
     rows = np.arange(len(scores))
     per_domain = []
-    for d in sorted(set(domains), key=lambda d: (-domains.count(d), d)):
+    for d, n in sorted(Counter(domains).items(), key=lambda item: (-item[1], item[0])):
         m = labels == d
         j = domain_best[d]
         per_domain.append({
             "domain": d,
-            "n": int(m.sum()),
+            "n": n,
             "triage_knob1": float(scores[rows[m], triage_choice[m]].mean()),
             "ood_flagged_rate": float(est.is_ood[m].mean()),
             "train_best": models[j],

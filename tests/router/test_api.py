@@ -272,7 +272,6 @@ def test_the_router_freezes_what_it_loaded_and_thaws_it_on_shutdown(artifact: Ar
     assert gc.get_freeze_count() == 0
 
 
-
 def test_the_policys_blas_threads_are_capped_apart_from_the_models(artifact: Artifact, embedder: Embedder,
                                                                     tmp_path: Path) -> None:
     """numpy's BLAS pool gets ``embedder.blas_threads`` (1) whatever the model's thread count: OpenBLAS threads
