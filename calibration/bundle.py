@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from calibration.fit import FitResult
-from router.artifact import FORMAT_VERSION, NORMALISATION, Artifact
+from router.artifact import DOMAIN_FORMAT_VERSION, FORMAT_VERSION, NORMALISATION, Artifact
 
 
 def table_json(models: list[str], fit: FitResult) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def write_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if fit.domains is None else DOMAIN_FORMAT_VERSION,
             "embedder": {"name": embedder_name, "dim": embedder_dim, "normalisation": NORMALISATION,
                          **({"weights": embedder_weights} if embedder_weights else {})},
             "k": fit.k,
@@ -124,6 +124,18 @@ def write_artifact(
                 "calibrated_on": "the same validation slice, scored by the refine embedder against the same rows",
             }
             (tmp / "refine.json").write_text(json.dumps(refine, indent=1) + "\n")
+        if fit.domains is not None:
+            d = fit.domains
+            np.save(tmp / "domain_coef.npy", d.coef.astype(np.float32))
+            domains = {
+                "names": d.names,
+                "weight": d.weight,
+                "classifier": "multinomial logistic regression on the embedding (scikit-learn), train rows",
+                "intercept": [float(v) for v in d.intercept],
+                "estimate": [[round(float(v), 6) for v in row] for row in d.estimate],
+                "mean_cost": [[float(v) for v in row] for row in d.mean_cost],
+            }
+            (tmp / "domains.json").write_text(json.dumps(domains, indent=1) + "\n")
         artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim,
                                  embedder_weights=embedder_weights)
         if write_human is not None:

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --embedder static: add a refine tier (MiniLM re-scores close out-of-domain calls)")
     cal.add_argument("--refine-quantile", type=float, default=FitConfig.refine_quantile,
                      help="refine queries whose fast OOD score reaches this quantile of held-out in-domain ones")
+    cal.add_argument("--no-domains", action="store_true",
+                     help="fit without the domain level (a domain classifier's per-domain estimates, blended with "
+                     "the clusters' when the validation slice measures it better)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
@@ -240,6 +243,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
             k_fixed,
             progress=not args.no_progress,
             refine_embeddings=x_refine,
+            domains=None if args.no_domains else train.domains,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -260,6 +264,9 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "cliff_margin": result.cliff_margin,
         "cliff_margin_selection": result.margin_selection,
         "ood_quantile": config.ood_quantile,
+        "domain_level": "off (--no-domains)" if args.no_domains else (
+            f"weight {result.domains.weight} over {len(result.domains.names)} domains" if result.domains is not None
+            else "not used (fewer than 2 domains, or weight 0 measured best)"),
     }
 
     def human(directory: Path) -> None:

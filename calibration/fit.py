@@ -1,27 +1,30 @@
 """Fitting: k-means clusters, the shrunk accuracy table, cliffs, OOD threshold, and the policy's settings.
 
 Read top to bottom: ``fit(train, embeddings)`` splits the train rows by hash into fit (80 %) and validation
-(20 %), picks k / soft assignment / kNN blend by routing quality on the validation slice, calibrates the OOD
-threshold on the validation rows' distance to the fit rows, then refits the clusters on all train rows.
+(20 %), picks k / soft assignment / kNN blend / domain blend by routing quality on the validation slice,
+calibrates the OOD threshold on the validation rows' distance to the fit rows, then refits the clusters (and
+the domain classifier) on all train rows.
 Test rows are never seen here.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
 from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from calibration.data import hash_fraction
 from calibration.metrics import aiq
 from router.artifact import Artifact, RefineTier
 from router.clusters import nearest
+from router.domains import DomainLevel, from_classifier
 from router.ood import knn
 from router.policy import Policy
 
@@ -51,6 +54,9 @@ class FitConfig:
     min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
+    # Share of the domain level's estimate (router/domains.py) in the blend with the cluster estimate; used
+    # only when the train rows name at least two domains. 0 keeps the clusters alone.
+    domain_weights: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0)
     knn_k: int = 20
     validation_fraction: float = 0.2
     max_reference: int = 10_000
@@ -95,6 +101,7 @@ class FitResult:
     cliff_margin: float = 0.0
     margin_selection: list[dict[str, Any]] = field(default_factory=list)
     refine: RefineFit | None = None
+    domains: DomainLevel | None = None
 
 
 @dataclass
@@ -169,6 +176,23 @@ def beta_table(
     )
 
 
+def domain_level(
+    x: Matrix, domains: npt.NDArray[np.str_], scores: Floats, costs: Floats, generalist: int, config: FitConfig,
+    weight: float = 0.0,
+) -> DomainLevel | None:
+    """The domain classifier (multinomial logistic regression, scikit-learn's defaults) and each model's shrunk
+    accuracy and mean cost per domain (the same Beta posterior as the clusters'); None for fewer than 2
+    domains."""
+    if len(set(domains.tolist())) < 2:
+        return None
+    clf = LogisticRegression(max_iter=2000).fit(x.astype(np.float64), domains)
+    index = {d: i for i, d in enumerate(clf.classes_.tolist())}
+    labels = np.array([index[d] for d in domains.tolist()], dtype=np.intp)
+    table = beta_table(labels, len(index), scores, costs, generalist, config.prior_strength, config.cliff_confidence)
+    return from_classifier(clf.classes_.tolist(), clf.coef_, clf.intercept_, table.estimate, table.mean_cost,
+                           weight)
+
+
 def in_memory_artifact(
     models: list[str],
     generalist: str,
@@ -187,6 +211,7 @@ def in_memory_artifact(
     ood_threshold: float,
     cluster_thresholds: Floats | None = None,
     refine: RefineTier | None = None,
+    domains: DomainLevel | None = None,
 ) -> Artifact:
     """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
     art = Artifact()
@@ -206,6 +231,7 @@ def in_memory_artifact(
         np.full(len(centroids), ood_threshold) if cluster_thresholds is None else cluster_thresholds
     )
     art.refine = refine
+    art.domains = domains
     return art
 
 
@@ -250,8 +276,11 @@ def fit(
     k_fixed: int | None = None,
     progress: bool = True,
     refine_embeddings: Matrix | None = None,
+    domains: list[str] | None = None,
 ) -> FitResult:
-    """``refine_embeddings`` (the same rows, another embedder) adds a refine tier for close OOD calls."""
+    """``refine_embeddings`` (the same rows, another embedder) adds a refine tier for close OOD calls;
+    ``domains`` (each row's domain) a domain level, when there are at least two and the validation slice
+    measures it better."""
     g = models.index(generalist)
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
     if len(ids) < 2:
@@ -265,12 +294,17 @@ def fit(
     candidates = [k_fixed] if k_fixed else [k for k in config.k_candidates if k <= max_k] or [max(1, max_k)]
     fit_ref = fit_x.astype(np.float32)
     selection: list[dict[str, Any]] = []
-    best: tuple[float, int, int, float, float] | None = None
-    combos = list(itertools.product(candidates, config.soft_options, config.knn_weights))
+    best: tuple[float, int, int, float, float, float] | None = None
+    domain_arr = np.asarray(domains if domains is not None else [""] * len(ids))
+    fit_domains = domain_level(fit_x, domain_arr[~val], fit_s, fit_c, g, config) if domains is not None else None
+    domain_weights = config.domain_weights if fit_domains is not None else (0.0,)
+    combos = list(itertools.product(candidates, config.soft_options, config.knn_weights, domain_weights))
     tables: dict[int, tuple[Matrix, Table]] = {}
     labels_by_k: dict[int, npt.NDArray[np.intp]] = {}
 
-    def candidate(centroids: Matrix, table: Table, soft_top: int, temperature: float, knn_weight: float) -> Artifact:
+    def candidate(centroids: Matrix, table: Table, soft_top: int, temperature: float, knn_weight: float,
+                  domain_weight: float) -> Artifact:
+        level = replace(fit_domains, weight=domain_weight) if fit_domains is not None and domain_weight > 0 else None
         return in_memory_artifact(
             models,
             generalist,
@@ -286,10 +320,13 @@ def fit(
             knn_k=config.knn_k,
             ood_k=config.ood_k,
             ood_threshold=np.inf,
+            domains=level,
         )
 
     first_margin = config.cliff_margin if config.cliff_margin is not None else 0.0
-    for k, (soft_top, temperature), knn_weight in tqdm(combos, desc="model selection", disable=not progress):
+    for k, (soft_top, temperature), knn_weight, domain_weight in tqdm(
+        combos, desc="model selection", disable=not progress
+    ):
         if k not in tables:
             centroids, labels = kmeans(fit_x, k, config.seed)
             labels_by_k[k] = labels
@@ -300,7 +337,8 @@ def fit(
                 ),
             )
         centroids, table = tables[k]
-        points = sweep(Policy(candidate(centroids, table, soft_top, temperature, knn_weight)), val_x, val_s, val_c)
+        art = candidate(centroids, table, soft_top, temperature, knn_weight, domain_weight)
+        points = sweep(Policy(art), val_x, val_s, val_c)
         score = quality(points, val_s, val_c)
         selection.append(
             {
@@ -308,15 +346,17 @@ def fit(
                 "soft_top": soft_top,
                 "temperature": temperature,
                 "knn_weight": knn_weight,
+                "domain_weight": domain_weight,
                 "validation_quality": score,
                 "validation_accuracy_knob1": points[-1][1],
             }
         )
-        # Ties keep the earlier (smaller k, hard assignment, no kNN): simpler wins when it measures the same.
+        # Ties keep the earlier (smaller k, hard assignment, no kNN, no domain level): simpler wins when it
+        # measures the same.
         if best is None or score > best[0] + 1e-9:
-            best = (score, k, soft_top, temperature, knn_weight)
+            best = (score, k, soft_top, temperature, knn_weight, domain_weight)
     assert best is not None
-    best_score, k, soft_top, temperature, knn_weight = best
+    best_score, k, soft_top, temperature, knn_weight, domain_weight = best
 
     # Cliff margin: with the chosen settings, each candidate margin on the same validation slice (the same
     # objective); ties keep the smaller margin, so margin 0 (the original rule) stays unless another beats it.
@@ -327,7 +367,7 @@ def fit(
             table = beta_table(
                 labels_by_k[k], k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence, cand
             )
-            art = candidate(tables[k][0], table, soft_top, temperature, knn_weight)
+            art = candidate(tables[k][0], table, soft_top, temperature, knn_weight, domain_weight)
             points = sweep(Policy(art), val_x, val_s, val_c)
             score, acc1 = quality(points, val_s, val_c), points[-1][1]
             margin_selection.append(
@@ -351,6 +391,9 @@ def fit(
         keep = np.sort(
             np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False)
         )
+    final_domains = None
+    if domain_weight > 0:  # the classifier and per-domain table refitted on every train row
+        final_domains = domain_level(embeddings, domain_arr, scores, costs, g, config, domain_weight)
     refine = None
     if refine_embeddings is not None:
         refine = refine_fit(refine_embeddings, val, val_x, val_ood, centroids, keep, config)
@@ -368,6 +411,7 @@ def fit(
         ood_quantiles=quantiles,
         cluster_thresholds=cluster_thresholds if config.ood_per_cluster else None,
         refine=refine,
+        domains=final_domains,
         reference=embeddings[keep].astype(np.float32),
         reference_scores=scores[keep].astype(np.float32),
         global_accuracy=scores.mean(axis=0),
@@ -446,6 +490,7 @@ def small_fit(
                 "soft_top": 1,
                 "temperature": 1.0,
                 "knn_weight": 0.0,
+                "domain_weight": 0.0,
                 "validation_quality": float("nan"),
                 "validation_accuracy_knob1": float("nan"),
                 "note": "too few rows for a validation slice: fixed settings",

@@ -45,6 +45,7 @@ def policy_from(result: FitResult, models: list[str], generalist: str, refine_na
         ood_threshold=result.ood_threshold,
         cluster_thresholds=result.cluster_thresholds,
         refine=result.refine.tier(refine_name) if result.refine is not None else None,
+        domains=result.domains,
     )
     return Policy(art)
 
@@ -79,8 +80,10 @@ def run(
     min_test: int = 300,
     progress: bool = True,
     refine_encoder: Encoder | None = None,
+    use_domains: bool = True,
 ) -> dict[str, Any]:
-    """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder)."""
+    """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
+    ``use_domains``: let each fold fit a domain level (from the domains it was shown)."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -95,7 +98,8 @@ def run(
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
-                   data.models, generalist, FitConfig(), progress=False, refine_embeddings=refine_rows(mask))
+                   data.models, generalist, FitConfig(), progress=False, refine_embeddings=refine_rows(mask),
+                   domains=[data.domains[i] for i in np.flatnonzero(mask)] if use_domains else None)
 
     for domain in tqdm(trained, desc="leave one domain out", disable=not progress):
         fit_mask = is_train & (domains != domain)
@@ -185,6 +189,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--refine-ood", action="store_true", help="fit each fold with a MiniLM refine tier")
+    parser.add_argument("--no-domains", action="store_true", help="fit each fold without the domain level")
     parser.add_argument("--no-progress", action="store_true")
     add_embedder_options(parser)
     try:
@@ -217,6 +222,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         args.min_test,
         not args.no_progress,
         refine_encoder if args.refine_ood else None,
+        not args.no_domains,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lodo.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -43,6 +43,7 @@ def calibration_report(
         f" threshold {fit.ood_threshold:.4f} "
         f"= the {info['ood_quantile']:g} quantile of held-out validation rows "
         f"(quantiles: {', '.join(f'{q}: {v:.4f}' for q, v in fit.ood_quantiles.items())})",
+        f"- domain level: {info.get('domain_level', 'not recorded')}",
         "",
         "## Global accuracy (train)",
         "",
@@ -60,6 +61,17 @@ def calibration_report(
     for c in range(fit.k):
         cells = [pct(t.estimate[c, j]) + ("*" if t.cliff[c, j] else "") for j in range(len(models))]
         lines.append(f"| {c} | {int(t.counts[c, 0])} | " + " | ".join(cells) + " |")
+    if fit.domains is not None:
+        d = fit.domains
+        lines += [
+            "",
+            f"## Per-domain shrunk accuracy (%, blended at weight {d.weight:g} by the domain classifier's "
+            "probabilities)",
+            "",
+            "| domain | " + " | ".join(short(m) for m in models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        lines += [f"| {name} | " + " | ".join(pct(v) for v in d.estimate[i]) + " |" for i, name in enumerate(d.names)]
     lines += ["", "## Cliffs", ""]
     for j, m in enumerate(models):
         if m != generalist:
@@ -69,13 +81,13 @@ def calibration_report(
         "",
         "## Model selection (validation)",
         "",
-        "| k | soft_top | temperature | knn_weight | quality |",
-        "|---|---|---|---|---|",
+        "| k | soft_top | temperature | knn_weight | domain_weight | quality |",
+        "|---|---|---|---|---|---|",
     ]
     for s in sorted(fit.selection, key=lambda s: -s["validation_quality"])[:15]:
         lines.append(
             f"| {s['k']} | {s['soft_top']} | {s['temperature']:g} | {s['knn_weight']:g} | "
-            f"{s['validation_quality']:.4f} |"
+            f"{s.get('domain_weight', 0.0):g} | {s['validation_quality']:.4f} |"
         )
     lines += ["", "![selection](selection.png)", "", "![clusters](clusters.png)", ""]
     return "\n".join(lines)

@@ -19,6 +19,12 @@ An artifact fitted on a fast embedder may carry a refine tier (both files, or ne
                          cluster: the fast OOD score at or above which the refine embedder makes the call)
     refine_reference.npy (n_ref, refine dim) the same reference queries embedded by the refine embedder
 
+Format version 2 adds the domain level (both files; a version-1 router refuses such an artifact instead of
+ignoring it)::
+
+    domains.json       names, weight (share in the blend), intercept, estimate and mean_cost per domain and model
+    domain_coef.npy    (D, dim) float32 weights of the embedding -> domain classifier
+
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
 """
@@ -34,8 +40,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from router.domains import DomainLevel
+
 FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+DOMAIN_FORMAT_VERSION = 2  # written when the artifact has a domain level (router/domains.py)
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 NORMALISATION = "l2"
 REQUIRED_FILES = (
     "manifest.json",
@@ -128,6 +137,7 @@ class Artifact:
     knn_weight: float
     knn_k: int
     refine: RefineTier | None = None
+    domains: DomainLevel | None = None
 
     @classmethod
     def load(
@@ -198,7 +208,48 @@ class Artifact:
         self._load_cliffs(_read_json(path / "cliffs.json"))
         self._load_ood(_read_json(path / "ood.json"))
         self._load_refine(path)
+        self._load_domains(path, version)
         return self
+
+    def _load_domains(self, path: Path, version: int) -> None:
+        spec_file, coef_file = path / "domains.json", path / "domain_coef.npy"
+        if version < DOMAIN_FORMAT_VERSION:
+            if spec_file.exists() or coef_file.exists():
+                raise ArtifactError(f"domains.json / domain_coef.npy need format_version {DOMAIN_FORMAT_VERSION}")
+            self.domains = None
+            return
+        spec = _read_json(spec_file)
+        if not isinstance(spec, dict):
+            raise ArtifactError("domains.json: the top level must be an object")
+        names = spec.get("names")
+        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+            raise ArtifactError("domains.json: names must be a list of at least 2 domain names")
+        d, m = len(names), len(self.models)
+        coef = _read_npy(coef_file)
+        if coef.shape != (d, self.embedder_dim):
+            raise ArtifactError(f"domain_coef.npy: shape {coef.shape}, expected ({d}, {self.embedder_dim})")
+        intercept = spec.get("intercept")
+        if not isinstance(intercept, list) or len(intercept) != d:
+            raise ArtifactError(f"domains.json: intercept must be a list of {d} numbers")
+
+        def table(key: str) -> npt.NDArray[np.float64]:
+            rows = spec.get(key)
+            if not isinstance(rows, list) or len(rows) != d or not all(
+                isinstance(r, list) and len(r) == m for r in rows
+            ):
+                raise ArtifactError(f"domains.json: {key} must be {d} rows of {m} numbers (domains x models)")
+            return np.array([[_finite(v, f"domains.json: {key}[{i}][{j}]") for j, v in enumerate(r)]
+                             for i, r in enumerate(rows)])
+
+        estimate, mean_cost = table("estimate"), table("mean_cost")
+        if estimate.min() < 0 or estimate.max() > 1 or mean_cost.min() < 0:
+            raise ArtifactError("domains.json: estimate must lie in [0, 1] and mean_cost be >= 0")
+        weight = _finite(spec.get("weight"), "domains.json: weight")
+        if not 0 <= weight <= 1:
+            raise ArtifactError("domains.json: weight must lie in [0, 1]")
+        self.domains = DomainLevel(
+            names=list(names), coef=coef, weight=weight, estimate=estimate, mean_cost=mean_cost,
+            intercept=np.array([_finite(v, f"domains.json: intercept[{i}]") for i, v in enumerate(intercept)]))
 
     def _load_refine(self, path: Path) -> None:
         spec_file, ref_file = path / "refine.json", path / "refine_reference.npy"

@@ -1,8 +1,9 @@
 """The routing policy: which backend answers a query at a given knob.
 
 For each query: soft cluster weights give every model an expected accuracy (the clusters' shrunk estimates,
-blended with the accuracy of the query's nearest reference neighbours when the artifact says so) and an
-expected cost. Among eligible models the policy maximises
+blended with the per-domain estimates weighted by the query's domain probabilities, and with the accuracy of
+the query's nearest reference neighbours, each when the artifact says so) and an expected cost. Among eligible
+models the policy maximises
 
     utility = knob * accuracy_norm - (1 - knob) * cost_norm
 
@@ -60,6 +61,7 @@ class Decision:
     candidates: tuple[Candidate, ...]
     generalist: str = ""
     ood_refined: bool = False  # the OOD call came from the artifact's refine embedder
+    domain: str = ""  # the calibration domain the query looks most like ("" without a domain level)
 
     def fallbacks(self) -> list[str]:
         """Eligible models after ``model`` by utility, then the generalist (always last resort)."""
@@ -75,6 +77,7 @@ class Decision:
             "ood_score": self.ood_score,
             "is_ood": self.is_ood,
             "ood_refined": self.ood_refined,
+            "domain": self.domain,
             "knob": self.knob,
             "reason": self.reason,
             "candidates": [c.to_dict() for c in self.candidates],
@@ -91,6 +94,7 @@ class Estimates:
     accuracy: npt.NDArray[np.float64]  # (n, m) expected accuracy
     cost: npt.NDArray[np.float64]  # (n, m) expected cost
     refined: npt.NDArray[np.bool_]  # (n,) OOD call made by the refine embedder (all False without a tier)
+    domain: npt.NDArray[np.intp] | None = None  # (n,) likeliest calibration domain (None without a domain level)
 
 
 class Policy:
@@ -107,6 +111,9 @@ class Policy:
         cluster, weights = soft_weights(x, a.centroids, a.soft_top, a.temperature)
         accuracy = weights @ a.estimate
         cost = weights @ a.mean_cost
+        domain = None
+        if a.domains is not None:
+            accuracy, cost, domain = a.domains.blend(x, accuracy, cost)
         k = max(a.ood_k, a.knn_k)
         _, neighbours, sims = knn(x, a.reference, k)
         ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
@@ -123,6 +130,7 @@ class Policy:
             accuracy=accuracy,
             cost=cost,
             refined=refined,
+            domain=domain,
         )
 
     def _out_of_domain(
@@ -233,6 +241,7 @@ class Policy:
         avail, eligible = self._mask(est, available)
         utility = self.utilities(est, knob_arr, avail)
         chosen, reasons = self._choose(est, avail, eligible, utility)
+        domain_names = self.artifact.domains.names if self.artifact.domains is not None else []
         decisions = []
         for i in range(n):
             candidates = []
@@ -275,6 +284,7 @@ class Policy:
                     candidates=tuple(candidates),
                     generalist=self.artifact.generalist,
                     ood_refined=bool(est.refined[i]),
+                    domain=domain_names[int(est.domain[i])] if est.domain is not None else "",
                 )
             )
         return decisions

@@ -325,3 +325,38 @@ def test_embedding_cache_merges_concurrent_writers(tmp_path: Path) -> None:
     reader = EmbeddingCache(FakeEncoder(), tmp_path)
     reader.embed(["a: one", "b: two"], progress=False)
     assert isinstance(reader.encoder, FakeEncoder) and reader.encoder.calls == 0
+
+
+class BlurredEncoder(FakeEncoder):
+    """math and history share one topic centre and differ only along a weak direction: k-means mixes them, a
+    domain classifier does not."""
+
+    name = "blurred-encoder"
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        out = super().encode([t.replace("history:", "math:", 1) for t in texts], batch_size, progress)
+        out[:, -1] += np.array([0.2 if t.startswith("history:") else 0.0 for t in texts], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=300))
+    common = ["--data", str(data), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    enc = BlurredEncoder()
+    assert run(["calibrate", "--out", str(tmp_path / "art"), "--generalist", "general", *common], enc) == 0
+    art = Artifact.load(tmp_path / "art")
+    assert art.manifest["format_version"] == 2 and art.domains is not None
+    assert sorted(art.domains.names) == ["code", "history", "math"] and art.domains.weight > 0
+    assert "domain level: weight" in (tmp_path / "art" / "report.md").read_text()
+    assert run(["eval", "--artifact", str(tmp_path / "art"), "--out", str(tmp_path / "rep"), *common], enc) == 0
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["triage"][-1]["accuracy"] > 0.6
+    texts = [f"{d}: question {i}" for d in ("math", "history", "code") for i in range(250, 300)]
+    decided = [d.domain for d in Policy(art).decide(enc.encode(texts), 1.0)]
+    assert np.mean([d == t.split(":")[0] for d, t in zip(decided, texts, strict=True)]) > 0.9
+    plain_args = ["calibrate", "--out", str(tmp_path / "plain"), "--generalist", "general", "--no-domains"]
+    assert run([*plain_args, *common], enc) == 0
+    plain = Artifact.load(tmp_path / "plain")
+    assert plain.manifest["format_version"] == 1 and plain.domains is None
+    assert not (tmp_path / "plain" / "domains.json").exists()
+    assert "domain level: off (--no-domains)" in (tmp_path / "plain" / "report.md").read_text()
+    assert {d.domain for d in Policy(plain).decide(enc.encode(texts[:3]), 1.0)} == {""}

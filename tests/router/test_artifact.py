@@ -138,3 +138,49 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="'nope' not found") as info:
         Artifact.load(tmp_path / "nope")
     assert str(tmp_path) not in str(info.value)
+
+
+def add_domain_level(path: Path, *, weight: float = 1.0, coef: np.ndarray | None = None,
+                     **spec: Any) -> Path:
+    """Format version 2: two domains, 'alpha' along e2 and 'beta' along e3 (a logistic regression's weights);
+    'cheap' is best in alpha, 'special' in beta."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    np.save(path / "domain_coef.npy", coef if coef is not None else
+            np.array([[0, 0, 20, 0], [0, 0, 0, 20]], dtype=np.float32))
+    body = {"names": ["alpha", "beta"], "weight": weight, "intercept": [0.0, 0.0],
+            "estimate": [[0.5, 0.4, 0.95], [0.5, 0.95, 0.4]], "mean_cost": [[1.0, 0.5, 0.1], [1.0, 0.5, 0.1]]}
+    (path / "domains.json").write_text(json.dumps({**body, **spec}))
+    return path
+
+
+def test_domain_level_loads_with_format_version_2(tmp_path: Path) -> None:
+    art = Artifact.load(add_domain_level(write_artifact(tmp_path / "a")), embedder_dim=DIM)
+    assert art.domains is not None and art.domains.names == ["alpha", "beta"] and art.domains.weight == 1.0
+    p = art.domains.proba(np.array([[0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32))
+    assert p.shape == (2, 2) and p[0, 0] > 0.99 and p[1, 1] > 0.99
+    assert Artifact.load(write_artifact(tmp_path / "b")).domains is None  # version 1: no domain level
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: add_domain_level(p, coef=np.zeros((2, 3), dtype=np.float32)), r"domain_coef.npy: shape \(2, 3\)"),
+        (lambda p: add_domain_level(p, weight=1.5), "weight must lie in"),
+        (lambda p: add_domain_level(p, names=["alpha"]), "at least 2 domain names"),
+        (lambda p: add_domain_level(p, estimate=[[0.5, 0.4]]), "estimate must be 2 rows of 3 numbers"),
+        (lambda p: add_domain_level(p, estimate=[[0.5, 0.4, 1.2], [0.5, 0.4, 0.5]]), "estimate must lie in"),
+        (lambda p: add_domain_level(p, intercept=[0.0]), "intercept must be a list of 2"),
+        # A version-1 manifest with domain files: an older router would silently ignore them, so refuse.
+        (lambda p: (add_domain_level(p), (p / "manifest.json").write_text(
+            (p / "manifest.json").read_text().replace('"format_version": 2', '"format_version": 1'))),
+         "need format_version 2"),
+        (lambda p: (add_domain_level(p), (p / "domains.json").unlink()), "domains.json is missing"),
+    ],
+)
+def test_damaged_domain_level_refused(tmp_path: Path, damage: Any, message: str) -> None:
+    path = write_artifact(tmp_path / "a")
+    damage(path)
+    with pytest.raises(ArtifactError, match=message) as info:
+        Artifact.load(path)
+    assert str(tmp_path) not in str(info.value)

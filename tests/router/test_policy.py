@@ -99,3 +99,25 @@ def test_per_cluster_ood_thresholds(tmp_path: Path) -> None:
     (path / "ood.json").write_text(json.dumps({**ood, "cluster_thresholds": [0.1]}))
     with pytest.raises(ArtifactError, match="cluster_thresholds must be a list of k=2"):
         Artifact.load(path)
+
+
+def test_domain_level_blends_per_domain_estimates(tmp_path: Path) -> None:
+    # Both queries sit in cluster 0, where the table says 'special' (0.9); the domain classifier tells them
+    # apart (alpha along e2, beta along e3), and in alpha 'cheap' is best.
+    from tests.router.test_artifact import add_domain_level
+
+    alpha, beta = unit(np.array([[1, 0, 0.3, 0]])), unit(np.array([[1, 0, 0, 0.3]]))
+    plain = Policy(Artifact.load(write_artifact(tmp_path / "plain", cliffs={})))
+    assert [d.model for d in plain.decide(np.vstack([alpha, beta]), 1.0)] == ["special", "special"]
+    assert plain.decide(alpha, 1.0)[0].domain == ""
+    full = Policy(Artifact.load(add_domain_level(write_artifact(tmp_path / "full", cliffs={}), weight=1.0)))
+    a, b = full.decide(np.vstack([alpha, beta]), 1.0)
+    assert (a.model, a.domain, b.model, b.domain) == ("cheap", "alpha", "special", "beta")
+    assert a.to_dict()["domain"] == "alpha"
+    # The blend is (1 - w) * cluster + w * sum_d p(d) * domain estimate, for accuracy and cost alike.
+    half = Policy(Artifact.load(add_domain_level(write_artifact(tmp_path / "half", cliffs={}), weight=0.5)))
+    est = half.estimate(alpha)
+    p = half.artifact.domains.proba(alpha)  # type: ignore[union-attr]
+    expected = 0.5 * np.array([0.6, 0.9, 0.5]) + 0.5 * (p @ np.array([[0.5, 0.4, 0.95], [0.5, 0.95, 0.4]]))
+    np.testing.assert_allclose(est.accuracy[0], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(est.cost[0], [1.0, 0.5, 0.1], rtol=1e-6)

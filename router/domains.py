@@ -1,0 +1,59 @@
+"""The domain level of the policy: which calibration domain a query looks like, and what each model scored there.
+
+k-means clusters group queries by topic, and a topic can span domains whose best models differ (MMLU's science
+questions sit between ARC's). Calibration data carries each query's domain, so calibration also fits a
+multinomial logistic regression from the embedding to the domain, and measures every model's (shrunk) accuracy
+and mean cost per domain. For a query, the domain probabilities weight that table into a second estimate, which
+the policy blends with the cluster estimate (``weight``, chosen on the validation slice like every other
+setting). The classifier knows only the domains it was shown: queries from anywhere else are the out-of-domain
+detector's job, not this level's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass
+class DomainLevel:
+    names: list[str]  # (D,) calibration domains
+    coef: npt.NDArray[np.float32]  # (D, dim) multinomial logistic regression weights
+    intercept: Floats  # (D,)
+    estimate: Floats  # (D, m) shrunk accuracy per domain and model
+    mean_cost: Floats  # (D, m) USD per query
+    weight: float  # share of the domain estimate in the blend with the cluster estimate
+
+    def proba(self, x: npt.NDArray[np.float32]) -> Floats:
+        """(n, D) probability of each domain for each query (a softmax over the linear scores)."""
+        z = (x @ self.coef.T).astype(np.float64) + self.intercept[None, :]
+        z -= z.max(axis=1, keepdims=True)
+        e: Floats = np.exp(z)
+        p: Floats = e / e.sum(axis=1, keepdims=True)
+        return p
+
+    def blend(
+        self, x: npt.NDArray[np.float32], accuracy: Floats, cost: Floats
+    ) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
+        """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain."""
+        p = self.proba(x)
+        w = self.weight
+        return (1 - w) * accuracy + w * (p @ self.estimate), (1 - w) * cost + w * (p @ self.mean_cost), p.argmax(1)
+
+
+def from_classifier(
+    names: list[str], coef: npt.ArrayLike, intercept: npt.ArrayLike, estimate: Floats, mean_cost: Floats,
+    weight: float,
+) -> DomainLevel:
+    """From scikit-learn's ``LogisticRegression`` attributes; a two-class model has one row of weights (the
+    second class's log-odds), which becomes the softmax pair (0, z)."""
+    c = np.asarray(coef, dtype=np.float32)
+    b = np.asarray(intercept, dtype=np.float64)
+    if len(names) == 2 and c.shape[0] == 1:
+        c = np.vstack([np.zeros_like(c), c])
+        b = np.concatenate([[0.0], b])
+    return DomainLevel(list(names), c, b, estimate, mean_cost, float(weight))
