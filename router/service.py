@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
@@ -75,6 +76,9 @@ class Routed:
         accuracy = self.expected_accuracy()
         if accuracy is not None:
             headers["x-triage-expected-accuracy"] = f"{accuracy:.4f}"
+        if self.decision is not None and self.decision.domain:
+            # Domain names come from calibration data: percent-encoded, a header value stays ASCII.
+            headers["x-triage-domain"] = quote(self.decision.domain, safe="")
         return headers
 
 

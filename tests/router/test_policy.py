@@ -121,3 +121,15 @@ def test_domain_level_blends_per_domain_estimates(tmp_path: Path) -> None:
     expected = 0.5 * np.array([0.6, 0.9, 0.5]) + 0.5 * (p @ np.array([[0.5, 0.4, 0.95], [0.5, 0.95, 0.4]]))
     np.testing.assert_allclose(est.accuracy[0], expected[0], rtol=1e-6)
     np.testing.assert_allclose(est.cost[0], [1.0, 0.5, 0.1], rtol=1e-6)
+
+
+def test_domain_header_is_percent_encoded() -> None:
+    from router.policy import Decision
+    from router.service import Routed
+
+    decision = Decision(model="m", cluster=0, ood_score=0.1, is_ood=False, knob=1.0, reason="best",
+                        candidates=(), domain="Grundschul-Mathe für alle")
+    headers = Routed("r1", backend="m", reason="best", decision=decision).headers()
+    assert headers["x-triage-domain"] == "Grundschul-Mathe%20f%C3%BCr%20alle"
+    headers["x-triage-domain"].encode("ascii")
+    assert "x-triage-domain" not in Routed("r2", backend="m", reason="pinned").headers()
