@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from calibration.fit import FitResult
-from router.artifact import DOMAIN_FORMAT_VERSION, FORMAT_VERSION, NORMALISATION, Artifact
+from router.artifact import FORMAT_VERSION, NORMALISATION, Artifact
 
 
 def table_json(models: list[str], fit: FitResult) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def write_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         manifest = {
-            "format_version": FORMAT_VERSION if fit.domains is None else DOMAIN_FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,
             "embedder": {"name": embedder_name, "dim": embedder_dim, "normalisation": NORMALISATION,
                          **({"weights": embedder_weights} if embedder_weights else {})},
             "k": fit.k,
@@ -83,6 +83,7 @@ def write_artifact(
                 "temperature": fit.temperature,
                 "knn_weight": fit.knn_weight,
                 "knn_k": fit.knn_k,
+                "normalisation": "global",
             },
             "data": data_info,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

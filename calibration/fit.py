@@ -232,6 +232,7 @@ def in_memory_artifact(
     )
     art.refine = refine
     art.domains = domains
+    art.normalisation = "global"  # what bundle.py writes: selection scores the policy the router will run
     return art
 
 

@@ -19,8 +19,8 @@ An artifact fitted on a fast embedder may carry a refine tier (both files, or ne
                          cluster: the fast OOD score at or above which the refine embedder makes the call)
     refine_reference.npy (n_ref, refine dim) the same reference queries embedded by the refine embedder
 
-Format version 2 adds the domain level (both files; a version-1 router refuses such an artifact instead of
-ignoring it)::
+Format version 2 adds ``policy.normalisation`` (manifest) and the optional domain level (both files, or
+neither; a version-1 router refuses a version-2 artifact instead of ignoring what it does not know)::
 
     domains.json       names, weight (share in the blend), intercept, estimate and mean_cost per domain and model
     domain_coef.npy    (D, dim) float32 weights of the embedding -> domain classifier
@@ -42,8 +42,9 @@ import numpy.typing as npt
 
 from router.domains import DomainLevel
 
-FORMAT_VERSION = 1
-DOMAIN_FORMAT_VERSION = 2  # written when the artifact has a domain level (router/domains.py)
+# Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). A router that
+# reads only version 1 refuses such an artifact instead of routing it with rules it does not know.
+FORMAT_VERSION = 2
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 NORMALISATION = "l2"
 REQUIRED_FILES = (
@@ -138,6 +139,7 @@ class Artifact:
     knn_k: int
     refine: RefineTier | None = None
     domains: DomainLevel | None = None
+    normalisation: str = "query"  # "global" (format version 2) or "query" (version 1: per-query min-max)
 
     @classmethod
     def load(
@@ -203,6 +205,8 @@ class Artifact:
             raise ArtifactError("manifest.json: k must be a positive integer")
         self.k = k
         self._load_policy(manifest.get("policy"))
+        if version < 2 and self.normalisation != "query":
+            raise ArtifactError("manifest.json: policy.normalisation needs format_version 2")
         self._load_arrays(path)
         self._load_table(_read_json(path / "table.json"))
         self._load_cliffs(_read_json(path / "cliffs.json"))
@@ -213,9 +217,9 @@ class Artifact:
 
     def _load_domains(self, path: Path, version: int) -> None:
         spec_file, coef_file = path / "domains.json", path / "domain_coef.npy"
-        if version < DOMAIN_FORMAT_VERSION:
-            if spec_file.exists() or coef_file.exists():
-                raise ArtifactError(f"domains.json / domain_coef.npy need format_version {DOMAIN_FORMAT_VERSION}")
+        if version < 2 and (spec_file.exists() or coef_file.exists()):
+            raise ArtifactError("domains.json / domain_coef.npy need format_version 2")
+        if not spec_file.exists() and not coef_file.exists():
             self.domains = None
             return
         spec = _read_json(spec_file)
@@ -288,6 +292,9 @@ class Artifact:
         if not isinstance(knn_k, int) or knn_k < 1:
             raise ArtifactError("manifest.json: policy.knn_k must be a positive integer")
         self.soft_top, self.knn_k = soft_top, knn_k
+        self.normalisation = policy.get("normalisation", "query")
+        if self.normalisation not in ("query", "global"):
+            raise ArtifactError("manifest.json: policy.normalisation must be 'query' or 'global'")
         self.temperature = _finite(policy.get("temperature"), "manifest.json: policy.temperature")
         self.knn_weight = _finite(policy.get("knn_weight"), "manifest.json: policy.knn_weight")
         if self.temperature <= 0 or not 0 <= self.knn_weight <= 1:

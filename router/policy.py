@@ -7,10 +7,15 @@ models the policy maximises
 
     utility = knob * accuracy_norm - (1 - knob) * cost_norm
 
-with both normalised min-max over the available models for this query (knob 1: most accurate; knob 0: the
-cheapest eligible). Eligible = available, and not past its cliff in the query's nearest cluster. A query whose
-out-of-domain score exceeds the calibrated threshold goes to the generalist ("ood_fallback"). Ties go to the
-cheaper model, then to the generalist, then to the artifact's model order.
+with both divided by their spread over the available models (knob 1: most accurate; knob 0: the cheapest
+eligible). The spread is global since 2026-12-02 (``policy.normalisation: global``): the range of the models'
+overall accuracy and mean cost in the artifact's table, so one knob is one exchange rate between accuracy and
+cost for every query, as an aggregate cost/accuracy trade-off needs. Older artifacts used each query's own
+min-max (``query``), which counts a 0.01 accuracy edge on one query as much as a 0.3 edge on another.
+
+Eligible = available, and not past its cliff in the query's nearest cluster. A query whose out-of-domain score
+exceeds the calibrated threshold goes to the generalist ("ood_fallback"). Ties go to the cheaper model, then to
+the generalist, then to the artifact's model order.
 """
 
 from __future__ import annotations
@@ -102,6 +107,12 @@ class Policy:
         self.artifact = artifact
         self.models = artifact.models
         self.generalist_index = artifact.models.index(artifact.generalist)
+        # Each model's accuracy and mean cost over all calibration queries (cluster sizes as weights): the scale
+        # of the global normalisation.
+        size = artifact.counts.max(axis=1, keepdims=True)
+        total = max(float(size.sum()), 1e-12)
+        self.overall_accuracy = (size * artifact.estimate).sum(axis=0) / total
+        self.overall_cost = (size * artifact.mean_cost).sum(axis=0) / total
 
     def estimate(self, embeddings: npt.ArrayLike, refine: Refiner | None = None) -> Estimates:
         a = self.artifact
@@ -181,6 +192,14 @@ class Policy:
         if not avail.any():
             return np.zeros_like(est.accuracy)
         k = knobs[:, None]
+        if self.artifact.normalisation == "global":
+            acc_span = float(np.ptp(self.overall_accuracy[avail]))
+            cost_span = float(np.ptp(self.overall_cost[avail]))
+            # Equal overall accuracy: no scale to compare with cost, so accuracy counts in its own units; equal
+            # cost: cost cannot separate the models (as with per-query min-max).
+            accuracy = est.accuracy / (acc_span if acc_span > 1e-9 else 1.0)
+            cost = est.cost / cost_span if cost_span > 0 else np.zeros_like(est.cost)
+            return k * accuracy - (1 - k) * cost
         return k * norm(est.accuracy) - (1 - k) * norm(est.cost)
 
     def _argmax(

@@ -345,7 +345,7 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     enc = BlurredEncoder()
     assert run(["calibrate", "--out", str(tmp_path / "art"), "--generalist", "general", *common], enc) == 0
     art = Artifact.load(tmp_path / "art")
-    assert art.manifest["format_version"] == 2 and art.domains is not None
+    assert art.manifest["format_version"] == 2 and art.normalisation == "global" and art.domains is not None
     assert sorted(art.domains.names) == ["code", "history", "math"] and art.domains.weight > 0
     assert "domain level: weight" in (tmp_path / "art" / "report.md").read_text()
     assert run(["eval", "--artifact", str(tmp_path / "art"), "--out", str(tmp_path / "rep"), *common], enc) == 0
@@ -356,7 +356,7 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     plain_args = ["calibrate", "--out", str(tmp_path / "plain"), "--generalist", "general", "--no-domains"]
     assert run([*plain_args, *common], enc) == 0
     plain = Artifact.load(tmp_path / "plain")
-    assert plain.manifest["format_version"] == 1 and plain.domains is None
+    assert plain.manifest["format_version"] == 2 and plain.domains is None
     assert not (tmp_path / "plain" / "domains.json").exists()
     assert "domain level: off (--no-domains)" in (tmp_path / "plain" / "report.md").read_text()
     assert {d.domain for d in Policy(plain).decide(enc.encode(texts[:3]), 1.0)} == {""}

@@ -184,3 +184,14 @@ def test_damaged_domain_level_refused(tmp_path: Path, damage: Any, message: str)
     with pytest.raises(ArtifactError, match=message) as info:
         Artifact.load(path)
     assert str(tmp_path) not in str(info.value)
+
+
+def test_normalisation_setting_is_checked(tmp_path: Path) -> None:
+    policy = {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2, "normalisation": "global"}
+    with pytest.raises(ArtifactError, match="normalisation needs format_version 2"):
+        Artifact.load(write_artifact(tmp_path / "a", manifest={"policy": policy}))
+    with pytest.raises(ArtifactError, match="must be 'query' or 'global'"):
+        Artifact.load(write_artifact(tmp_path / "b", manifest={"format_version": 2,
+                                                               "policy": {**policy, "normalisation": "rank"}}))
+    assert Artifact.load(write_artifact(tmp_path / "c", manifest={"format_version": 2, "policy": policy})
+                         ).normalisation == "global"
