@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-domains", action="store_true",
                      help="fit without the domain level (a domain classifier's per-domain estimates, blended with "
                      "the clusters' when the validation slice measures it better)")
+    cal.add_argument("--domain-weight", default="auto",
+                     help="share of the domain level in the blend, in [0, 1], or 'auto' (chosen on a validation slice)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
@@ -218,6 +220,14 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         if not args.clusters.isdigit() or int(args.clusters) < 1:
             raise UsageError(f"--clusters must be a positive integer or 'auto', got {args.clusters!r}")
         k_fixed = int(args.clusters)
+    domain_weight = None
+    if args.domain_weight != "auto":
+        try:
+            domain_weight = float(args.domain_weight)
+        except ValueError:
+            domain_weight = -1.0
+        if not 0 <= domain_weight <= 1:
+            raise UsageError(f"--domain-weight must be a number in [0, 1] or 'auto', got {args.domain_weight!r}")
     if not 0 < args.ood_quantile < 1:
         raise UsageError("--ood-quantile must lie in (0, 1)")
     if args.refine_ood and args.embedder != "static":
@@ -230,7 +240,8 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
     if args.refine_ood:
         refine_encoder = refine_encoder or make_encoder(args.threads)
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
-    config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile)
+    config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
+                       domain_weight=domain_weight)
     try:
         result = fit(
             train.ids,

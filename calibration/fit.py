@@ -57,6 +57,7 @@ class FitConfig:
     # Share of the domain level's estimate (router/domains.py) in the blend with the cluster estimate; used
     # only when the train rows name at least two domains. 0 keeps the clusters alone.
     domain_weights: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0)
+    domain_weight: float | None = None  # set: this weight, not chosen (``triage calibrate --domain-weight``)
     knn_k: int = 20
     validation_fraction: float = 0.2
     max_reference: int = 10_000
@@ -298,7 +299,8 @@ def fit(
     best: tuple[float, int, int, float, float, float] | None = None
     domain_arr = np.asarray(domains if domains is not None else [""] * len(ids))
     fit_domains = domain_level(fit_x, domain_arr[~val], fit_s, fit_c, g, config) if domains is not None else None
-    domain_weights = config.domain_weights if fit_domains is not None else (0.0,)
+    fixed_weight = (config.domain_weight,) if config.domain_weight is not None else config.domain_weights
+    domain_weights = fixed_weight if fit_domains is not None else (0.0,)
     combos = list(itertools.product(candidates, config.soft_options, config.knn_weights, domain_weights))
     tables: dict[int, tuple[Matrix, Table]] = {}
     labels_by_k: dict[int, npt.NDArray[np.intp]] = {}

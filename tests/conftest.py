@@ -55,6 +55,21 @@ def artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Art
 
 
 @pytest.fixture(scope="session")
+def domain_artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """The same rows calibrated with the domain level forced on (``--domain-weight 1``): on this subset the
+    validation slice does not choose it, and the real path must still be exercised."""
+    from calibration.cli import main as calibrate
+
+    work = tmp_path_factory.mktemp("domain_artifact")
+    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
+    code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
+                      "--domain-weight", "1", "--cache-dir", str(REPO / "var" / "cache" / "embeddings"),
+                      "--no-progress"])
+    assert code == 0, "calibration of the domain-level test artifact failed"
+    return Artifact.load(work / "routerdc")
+
+
+@pytest.fixture(scope="session")
 def local_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The real CPU vLLM server (SmolLM2-135M-Instruct under seven served names), once per session."""
     from tests.vllm_server import start_local_vllm

@@ -360,3 +360,14 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     assert not (tmp_path / "plain" / "domains.json").exists()
     assert "domain level: off (--no-domains)" in (tmp_path / "plain" / "report.md").read_text()
     assert {d.domain for d in Policy(plain).decide(enc.encode(texts[:3]), 1.0)} == {""}
+
+
+def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
+    common = ["--data", str(data), "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert run(["calibrate", "--out", str(tmp_path / "a"), "--domain-weight", "0.3", *common], fake_encoder) == 0
+    art = Artifact.load(tmp_path / "a")
+    assert art.domains is not None and art.domains.weight == 0.3
+    for bad in ("1.5", "nan", "heavy"):
+        assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-weight", bad, *common], fake_encoder) == 2
+    assert not (tmp_path / "b").exists()

@@ -251,7 +251,7 @@ def test_feedback_joins_a_past_request(stack: Stack) -> None:
     assert stack.metric("triage_feedback_score_sum", {"backend": backend}) == 1
     unknown = httpx.post(stack.base_url + "/v1/feedback", json={"request_id": "nope", "score": 1})
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "request_id"
-    log = [json.loads(line) for line in Path(stack.settings.decision_log.path or "").read_text().splitlines()]
+    log = [json.loads(line) for line in Path(stack.settings.decision_log.path or "").read_text().split("\n")]
     assert [r["type"] for r in log] == ["decision", "feedback"]
     assert log[0]["request_id"] == log[1]["request_id"] and log[0]["backend"] == backend
 
@@ -289,3 +289,28 @@ def test_the_policys_blas_threads_are_capped_apart_from_the_models(artifact: Art
         assert httpx.get(url + "/ready").status_code == 200
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         assert blas and set(blas) == {1}
+
+
+def test_domain_level_names_the_domain_through_the_sdk(
+    domain_artifact: Artifact, embedder: Embedder, shared_data: Path, tmp_path: Path
+) -> None:
+    """A real version-2 artifact with a domain level, the real embedder, the openai SDK: the header names the
+    likeliest calibration domain of a test-split query (rows the calibration never saw)."""
+    assert domain_artifact.domains is not None and domain_artifact.domains.weight == 1.0
+    assert domain_artifact.manifest["format_version"] == 2 and domain_artifact.normalisation == "global"
+    lines = (shared_data / "routing" / "routerdc_7model.jsonl").read_text().split("\n")
+    rows = [json.loads(line) for line in lines if line]
+    first = {d: next(r["query"] for r in rows if r["split"] == "test" and r["domain"] == d)
+             for d in ("gsm8k", "cmmlu")}
+    settings = fleet_config(domain_artifact, tmp_path)
+    fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
+    app = create_app(settings, registry=CollectorRegistry(), encoder=embedder,
+                     transport_for=lambda b: fakes[b.name].transport())
+    with serve(app) as base_url, openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0) as client:
+        for domain, query in first.items():
+            raw = client.chat.completions.with_raw_response.create(
+                model="triage:quality", messages=[{"role": "user", "content": query}])
+            assert raw.headers["x-triage-domain"] == domain
+            route = httpx.post(base_url + "/v1/route", json={"model": "triage:quality",
+                                                             "messages": [{"role": "user", "content": query}]})
+            assert route.json()["decision"]["domain"] == domain
