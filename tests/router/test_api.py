@@ -251,7 +251,7 @@ def test_feedback_joins_a_past_request(stack: Stack) -> None:
     assert stack.metric("triage_feedback_score_sum", {"backend": backend}) == 1
     unknown = httpx.post(stack.base_url + "/v1/feedback", json={"request_id": "nope", "score": 1})
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "request_id"
-    log = [json.loads(line) for line in Path(stack.settings.decision_log.path or "").read_text().split("\n")]
+    log = [json.loads(line) for line in Path(stack.settings.decision_log.path or "").read_text().splitlines()]
     assert [r["type"] for r in log] == ["decision", "feedback"]
     assert log[0]["request_id"] == log[1]["request_id"] and log[0]["backend"] == backend
 
