@@ -17,7 +17,8 @@ raw = client.chat.completions.with_raw_response.create(
 )
 completion = raw.parse()
 print("answer:   ", completion.choices[0].message.content.strip())
-for header in ("x-triage-backend", "x-triage-reason", "x-triage-cluster", "x-triage-ood-score", "x-triage-knob"):
+for header in ("x-triage-backend", "x-triage-reason", "x-triage-cluster", "x-triage-ood-score", "x-triage-knob",
+               "x-triage-domain"):
     print(f"{header:20s} {raw.headers.get(header)}")
 print("usage:    ", completion.usage)
 
