@@ -297,8 +297,9 @@ def fit(
     fit_ref = fit_x.astype(np.float32)
     selection: list[dict[str, Any]] = []
     best: tuple[float, int, int, float, float, float] | None = None
-    domain_arr = np.asarray(domains if domains is not None else [""] * len(ids))
-    fit_domains = domain_level(fit_x, domain_arr[~val], fit_s, fit_c, g, config) if domains is not None else None
+    # A fixed weight of 0 needs no classifier: the domain level is then off, as without domains.
+    domain_arr = np.asarray(domains) if domains is not None and config.domain_weight != 0 else None
+    fit_domains = domain_level(fit_x, domain_arr[~val], fit_s, fit_c, g, config) if domain_arr is not None else None
     fixed_weight = (config.domain_weight,) if config.domain_weight is not None else config.domain_weights
     domain_weights = fixed_weight if fit_domains is not None else (0.0,)
     combos = list(itertools.product(candidates, config.soft_options, config.knn_weights, domain_weights))
@@ -395,7 +396,7 @@ def fit(
             np.random.default_rng(config.seed).choice(len(keep), config.max_reference, replace=False)
         )
     final_domains = None
-    if domain_weight > 0:  # the classifier and per-domain table refitted on every train row
+    if domain_arr is not None and domain_weight > 0:  # the classifier and per-domain table refitted on every row
         final_domains = domain_level(embeddings, domain_arr, scores, costs, g, config, domain_weight)
     refine = None
     if refine_embeddings is not None:

@@ -41,32 +41,29 @@ def routerdc_train_subset(shared_data: Path, out: Path) -> Path:
     return out
 
 
+def calibrated(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Artifact:
+    """``triage calibrate`` on ``routerdc_train_subset``, real embeddings; ``flags`` are added to the command."""
+    from calibration.cli import main as calibrate
+
+    work = tmp_path_factory.mktemp(name)
+    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
+    code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
+                      *flags, "--cache-dir", str(REPO / "var" / "cache" / "embeddings"), "--no-progress"])
+    assert code == 0, f"calibration of the {name} test artifact failed"
+    return Artifact.load(work / "routerdc")
+
+
 @pytest.fixture(scope="session")
 def artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """A real artifact: every third train row of routerdc_7model (~2.5k queries), real embeddings."""
-    from calibration.cli import main as calibrate
-
-    work = tmp_path_factory.mktemp("artifact")
-    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
-    code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
-                      "--cache-dir", str(REPO / "var" / "cache" / "embeddings"), "--no-progress"])
-    assert code == 0, "calibration of the test artifact failed"
-    return Artifact.load(work / "routerdc")
+    return calibrated(shared_data, tmp_path_factory, "artifact")
 
 
 @pytest.fixture(scope="session")
 def domain_artifact(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """The same rows calibrated with the domain level forced on (``--domain-weight 1``): on this subset the
     validation slice does not choose it, and the real path must still be exercised."""
-    from calibration.cli import main as calibrate
-
-    work = tmp_path_factory.mktemp("domain_artifact")
-    subset = routerdc_train_subset(shared_data, work / "routerdc_subset.jsonl")
-    code = calibrate(["calibrate", "--data", str(subset), "--out", str(work / "routerdc"), "--generalist", GENERALIST,
-                      "--domain-weight", "1", "--cache-dir", str(REPO / "var" / "cache" / "embeddings"),
-                      "--no-progress"])
-    assert code == 0, "calibration of the domain-level test artifact failed"
-    return Artifact.load(work / "routerdc")
+    return calibrated(shared_data, tmp_path_factory, "domain_artifact", "--domain-weight", "1")
 
 
 @pytest.fixture(scope="session")

@@ -368,6 +368,8 @@ def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncode
     assert run(["calibrate", "--out", str(tmp_path / "a"), "--domain-weight", "0.3", *common], fake_encoder) == 0
     art = Artifact.load(tmp_path / "a")
     assert art.domains is not None and art.domains.weight == 0.3
+    assert run(["calibrate", "--out", str(tmp_path / "z"), "--domain-weight", "0", *common], fake_encoder) == 0
+    assert Artifact.load(tmp_path / "z").domains is None
     for bad in ("1.5", "nan", "heavy"):
         assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-weight", bad, *common], fake_encoder) == 2
     assert not (tmp_path / "b").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,9 @@ class Stack:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-@pytest.fixture
-def stack(artifact: Artifact, embedder: Embedder, tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def running(artifact: Artifact, embedder: Embedder, tmp_path: Path) -> Iterator[Stack]:
+    """The router on ``artifact`` over real HTTP, each backend a fake that names itself in its answer."""
     settings = fleet_config(artifact, tmp_path, limits={"max_body_bytes": 20_000})
     fakes = {b.name: FakeBackend(b.model, reply=f"answer from {b.name}") for b in settings.backends}
     registry = CollectorRegistry()
@@ -54,6 +56,12 @@ def stack(artifact: Artifact, embedder: Embedder, tmp_path: Path) -> Iterator[St
                      transport_for=lambda b: fakes[b.name].transport())
     with serve(app) as base_url:
         yield Stack(base_url, settings, fakes, registry, artifact)
+
+
+@pytest.fixture
+def stack(artifact: Artifact, embedder: Embedder, tmp_path: Path) -> Iterator[Stack]:
+    with running(artifact, embedder, tmp_path) as s:
+        yield s
 
 
 def test_chat_completion_routes_and_explains_itself(stack: Stack) -> None:
@@ -302,15 +310,11 @@ def test_domain_level_names_the_domain_through_the_sdk(
     rows = [json.loads(line) for line in lines if line]
     first = {d: next(r["query"] for r in rows if r["split"] == "test" and r["domain"] == d)
              for d in ("gsm8k", "cmmlu")}
-    settings = fleet_config(domain_artifact, tmp_path)
-    fakes = {b.name: FakeBackend(b.model) for b in settings.backends}
-    app = create_app(settings, registry=CollectorRegistry(), encoder=embedder,
-                     transport_for=lambda b: fakes[b.name].transport())
-    with serve(app) as base_url, openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0) as client:
+    with running(domain_artifact, embedder, tmp_path) as stack, stack.client() as client:
         for domain, query in first.items():
             raw = client.chat.completions.with_raw_response.create(
                 model="triage:quality", messages=[{"role": "user", "content": query}])
             assert raw.headers["x-triage-domain"] == domain
-            route = httpx.post(base_url + "/v1/route", json={"model": "triage:quality",
-                                                             "messages": [{"role": "user", "content": query}]})
+            route = httpx.post(stack.base_url + "/v1/route", json={"model": "triage:quality",
+                                                                   "messages": [{"role": "user", "content": query}]})
             assert route.json()["decision"]["domain"] == domain
