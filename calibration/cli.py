@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                      "the clusters' when the validation slice measures it better)")
     cal.add_argument("--domain-weight", default="auto",
                      help="share of the domain level in the blend, in [0, 1], or 'auto' (chosen on a validation slice)")
+    cal.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
+                     help="model selection on this many folds of the train rows, by hash (1: one 20 %% slice)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
@@ -240,8 +242,10 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
     if args.refine_ood:
         refine_encoder = refine_encoder or make_encoder(args.threads)
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
+    if not 1 <= args.selection_folds <= 20:
+        raise UsageError(f"--selection-folds must be an integer from 1 to 20, got {args.selection_folds}")
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
-                       domain_weight=domain_weight)
+                       domain_weight=domain_weight, selection_folds=args.selection_folds)
     try:
         result = fit(
             train.ids,
@@ -270,6 +274,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "prices": args.prices.name if args.prices else None,
         "generalist_reason": reason,
         "objective": "AIQ over the knob sweep" if train.has_cost else "accuracy at knob 1",
+        "selection_folds": config.selection_folds,
         "prior_strength": config.prior_strength,
         "cliff_confidence": config.cliff_confidence,
         "cliff_margin": result.cliff_margin,
@@ -345,6 +350,7 @@ def write_artifact_from(
         data_info=data_info,
         extra={
             "ood_quantile": config.ood_quantile,
+            "selection_folds": config.selection_folds,
             "refine_quantile": config.refine_quantile if refine_embedder_name else None,
             "shrinkage": {
                 "prior_strength": config.prior_strength,

@@ -1,9 +1,10 @@
 """Fitting: k-means clusters, the shrunk accuracy table, cliffs, OOD threshold, and the policy's settings.
 
-Read top to bottom: ``fit(train, embeddings)`` splits the train rows by hash into fit (80 %) and validation
-(20 %), picks k / soft assignment / kNN blend / domain blend by routing quality on the validation slice,
-calibrates the OOD threshold on the validation rows' distance to the fit rows, then refits the clusters (and
-the domain classifier) on all train rows.
+Read top to bottom: ``fit(train, embeddings)`` splits the train rows by hash into five folds, picks k / soft
+assignment / kNN blend / domain blend / cliff margin by routing quality on every fold's rows, each routed by a
+fit on the other four (``selection_folds``; 1 = one 80/20 split, the rule before 2026-12-02), calibrates the OOD
+threshold on the first fold's distances to the other folds' rows, then refits the clusters (and the domain
+classifier) on all train rows.
 Test rows are never seen here.
 """
 
@@ -60,6 +61,12 @@ class FitConfig:
     domain_weight: float | None = None  # set: this weight, not chosen (``triage calibrate --domain-weight``)
     knn_k: int = 20
     validation_fraction: float = 0.2
+    # Model selection on one held-out slice (``validation_fraction`` of the train rows, by hash) or, with
+    # ``selection_folds`` > 1, on every train row once: that many folds by hash, each scored by a fit on the
+    # others, the folds' knob sweeps pooled. One 20 % slice of RouterDC moves the objective by about a point
+    # either way (docs/results.md); five folds see five times the rows, for five fits per candidate k. Five
+    # measured better on train rows only (nested, ``python -m bench.selection_folds``), so they are the default.
+    selection_folds: int = 5
     max_reference: int = 10_000
     seed: int = 0
     # With a refine tier (a fast embedder for the table, a better one for close OOD calls): held-out queries
@@ -119,6 +126,46 @@ class RefineFit:
         return RefineTier(embedder_name=embedder_name, embedder_dim=self.reference.shape[1],
                           reference=self.reference, ood_k=self.ood_k, threshold=self.threshold,
                           cluster_thresholds=self.cluster_thresholds, refine_above=self.refine_above)
+
+
+def validation_masks(ids: list[str], config: FitConfig) -> list[npt.NDArray[np.bool_]]:
+    """The held-out rows of each selection fold (True = held out), by a hash of each row's id."""
+    if config.selection_folds <= 1:
+        return [np.array([hash_fraction("val:" + i) < config.validation_fraction for i in ids])]
+    fold = np.array([int(hash_fraction("fold:" + i) * config.selection_folds) for i in ids])
+    return [fold == f for f in range(config.selection_folds)]
+
+
+@dataclass
+class Fold:
+    """One selection fold: rows to fit on, rows held out, and the fits on the former (cached per k)."""
+
+    fit_x: Matrix
+    val_x: Matrix
+    fit_s: Floats
+    val_s: Floats
+    fit_c: Floats
+    val_c: Floats
+    domains: DomainLevel | None
+    seed: int
+    clusters: dict[int, tuple[Matrix, npt.NDArray[np.intp]]] = field(default_factory=dict)
+    tables: dict[tuple[int, float], Table] = field(default_factory=dict)
+
+    @classmethod
+    def split(cls, val: npt.NDArray[np.bool_], x: Matrix, scores: Floats, costs: Floats,
+              domains: npt.NDArray[np.str_] | None, generalist: int, config: FitConfig) -> Fold:
+        fit_s, fit_c = scores[~val], costs[~val]
+        level = domain_level(x[~val], domains[~val], fit_s, fit_c, generalist, config) if domains is not None else None
+        return cls(x[~val], x[val], fit_s, scores[val], fit_c, costs[val], level, config.seed)
+
+    def table(self, k: int, margin: float, generalist: int, config: FitConfig) -> tuple[Matrix, Table]:
+        if k not in self.clusters:
+            self.clusters[k] = kmeans(self.fit_x, k, self.seed)
+        centroids, labels = self.clusters[k]
+        if (k, margin) not in self.tables:
+            self.tables[k, margin] = beta_table(labels, k, self.fit_s, self.fit_c, generalist,
+                                                config.prior_strength, config.cliff_confidence, margin)
+        return centroids, self.tables[k, margin]
 
 
 def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[np.intp]]:
@@ -287,63 +334,52 @@ def fit(
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
     if len(ids) < 2:
         raise ValueError("need at least 2 train rows to fit")
-    val = np.array([hash_fraction("val:" + i) < config.validation_fraction for i in ids])
-    if val.sum() < 20 or (~val).sum() < 20:
+    masks = validation_masks(ids, config)
+    if any(m.sum() < 20 or (~m).sum() < 20 for m in masks):
         return small_fit(embeddings, scores, costs, g, config, k_fixed)
-    fit_x, val_x = embeddings[~val], embeddings[val]
-    fit_s, val_s, fit_c, val_c = scores[~val], scores[val], costs[~val], costs[val]
-    max_k = max(1, int((~val).sum()) // 20)  # keep clusters at >= ~20 queries on average
-    candidates = [k_fixed] if k_fixed else [k for k in config.k_candidates if k <= max_k] or [max(1, max_k)]
-    fit_ref = fit_x.astype(np.float32)
-    selection: list[dict[str, Any]] = []
-    best: tuple[float, int, int, float, float, float] | None = None
     # A fixed weight of 0 needs no classifier: the domain level is then off, as without domains.
     domain_arr = np.asarray(domains) if domains is not None and config.domain_weight != 0 else None
-    fit_domains = domain_level(fit_x, domain_arr[~val], fit_s, fit_c, g, config) if domain_arr is not None else None
+    folds = [Fold.split(mask, embeddings, scores, costs, domain_arr, g, config) for mask in masks]
+    val = masks[0]  # the OOD threshold (and the refine tier) are calibrated on the first fold's held-out rows
+    val_x, fit_ref = folds[0].val_x, folds[0].fit_x.astype(np.float32)
+    # All held-out rows of all folds: the single models' cost range that anchors the AIQ objective.
+    all_val_s = np.concatenate([f.val_s for f in folds])
+    all_val_c = np.concatenate([f.val_c for f in folds])
+    max_k = max(1, min(len(f.fit_x) for f in folds) // 20)  # keep clusters at >= ~20 queries on average
+    candidates = [k_fixed] if k_fixed else [k for k in config.k_candidates if k <= max_k] or [max(1, max_k)]
+    selection: list[dict[str, Any]] = []
+    best: tuple[float, int, int, float, float, float] | None = None
     fixed_weight = (config.domain_weight,) if config.domain_weight is not None else config.domain_weights
-    domain_weights = fixed_weight if fit_domains is not None else (0.0,)
+    domain_weights = fixed_weight if folds[0].domains is not None else (0.0,)
     combos = list(itertools.product(candidates, config.soft_options, config.knn_weights, domain_weights))
-    tables: dict[int, tuple[Matrix, Table]] = {}
-    labels_by_k: dict[int, npt.NDArray[np.intp]] = {}
 
-    def candidate(centroids: Matrix, table: Table, soft_top: int, temperature: float, knn_weight: float,
-                  domain_weight: float) -> Artifact:
-        level = replace(fit_domains, weight=domain_weight) if fit_domains is not None and domain_weight > 0 else None
-        return in_memory_artifact(
-            models,
-            generalist,
-            reference_model,
-            embeddings.shape[1],
-            centroids,
-            table,
-            fit_ref,
-            fit_s.astype(np.float32),
-            soft_top=soft_top,
-            temperature=temperature,
-            knn_weight=knn_weight,
-            knn_k=config.knn_k,
-            ood_k=config.ood_k,
-            ood_threshold=np.inf,
-            domains=level,
-        )
+    def routed(k: int, margin: float, soft_top: int, temperature: float, knn_weight: float,
+               domain_weight: float) -> list[tuple[float, float, float]]:
+        """The knob sweep on every fold's held-out rows, pooled (each fold fitted without them)."""
+        per_fold = []
+        for f in folds:
+            centroids, table = f.table(k, margin, g, config)
+            level = replace(f.domains, weight=domain_weight) if f.domains is not None and domain_weight > 0 else None
+            art = in_memory_artifact(
+                models, generalist, reference_model, embeddings.shape[1], centroids, table,
+                f.fit_x.astype(np.float32), f.fit_s.astype(np.float32), soft_top=soft_top,
+                temperature=temperature, knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
+                ood_threshold=np.inf, domains=level,
+            )
+            per_fold.append((len(f.val_s), sweep(Policy(art), f.val_x, f.val_s, f.val_c)))
+        n = sum(size for size, _ in per_fold)
+        return [
+            (knob, sum(size * pts[i][1] for size, pts in per_fold) / n,
+             sum(size * pts[i][2] for size, pts in per_fold) / n)
+            for i, knob in enumerate(KNOBS.tolist())
+        ]
 
     first_margin = config.cliff_margin if config.cliff_margin is not None else 0.0
     for k, (soft_top, temperature), knn_weight, domain_weight in tqdm(
         combos, desc="model selection", disable=not progress
     ):
-        if k not in tables:
-            centroids, labels = kmeans(fit_x, k, config.seed)
-            labels_by_k[k] = labels
-            tables[k] = (
-                centroids,
-                beta_table(
-                    labels, k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence, first_margin
-                ),
-            )
-        centroids, table = tables[k]
-        art = candidate(centroids, table, soft_top, temperature, knn_weight, domain_weight)
-        points = sweep(Policy(art), val_x, val_s, val_c)
-        score = quality(points, val_s, val_c)
+        points = routed(k, first_margin, soft_top, temperature, knn_weight, domain_weight)
+        score = quality(points, all_val_s, all_val_c)
         selection.append(
             {
                 "k": k,
@@ -362,18 +398,14 @@ def fit(
     assert best is not None
     best_score, k, soft_top, temperature, knn_weight, domain_weight = best
 
-    # Cliff margin: with the chosen settings, each candidate margin on the same validation slice (the same
+    # Cliff margin: with the chosen settings, each candidate margin on the same held-out rows (the same
     # objective); ties keep the smaller margin, so margin 0 (the original rule) stays unless another beats it.
     margin, margin_selection = first_margin, []
     if config.cliff_margin is None:
         best_margin = (-np.inf, first_margin)
         for cand in config.cliff_margins:
-            table = beta_table(
-                labels_by_k[k], k, fit_s, fit_c, g, config.prior_strength, config.cliff_confidence, cand
-            )
-            art = candidate(tables[k][0], table, soft_top, temperature, knn_weight, domain_weight)
-            points = sweep(Policy(art), val_x, val_s, val_c)
-            score, acc1 = quality(points, val_s, val_c), points[-1][1]
+            points = routed(k, cand, soft_top, temperature, knn_weight, domain_weight)
+            score, acc1 = quality(points, all_val_s, all_val_c), points[-1][1]
             margin_selection.append(
                 {"cliff_margin": cand, "validation_quality": score, "validation_accuracy_knob1": acc1}
             )

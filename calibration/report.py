@@ -26,8 +26,11 @@ def calibration_report(
         f"- cost: {info['cost_source']}",
         f"- generalist: `{generalist}` ({info['generalist_reason']})",
         f"- k = {fit.k}, soft assignment over the {fit.soft_top} nearest clusters (temperature "
-        f"{fit.temperature:g}), kNN blend weight {fit.knn_weight:g} (k={fit.knn_k}); chosen on a validation "
-        "slice (20 % of the train rows by hash of id), objective: " + info["objective"],
+        f"{fit.temperature:g}), kNN blend weight {fit.knn_weight:g} (k={fit.knn_k}); chosen "
+        + (f"on {info['selection_folds']} folds of the train rows (by hash of id; each fold routed by a fit on the "
+           "others)" if info.get("selection_folds", 1) > 1 else "on a validation slice (20 % of the train rows by "
+           "hash of id)")
+        + ", objective: " + info["objective"],
         f"- shrinkage: Beta prior of {info['prior_strength']:g} pseudo-queries at the global accuracy; "
         f"cliff when P(specialist < generalist - {info.get('cliff_margin', 0.0):g}) > {info['cliff_confidence']:g}"
         + (
