@@ -150,6 +150,7 @@ class Fold:
     seed: int
     clusters: dict[int, tuple[Matrix, npt.NDArray[np.intp]]] = field(default_factory=dict)
     tables: dict[tuple[int, float], Table] = field(default_factory=dict)
+    nearest: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] = field(default_factory=dict)
 
     @classmethod
     def split(cls, val: npt.NDArray[np.bool_], x: Matrix, scores: Floats, costs: Floats,
@@ -166,6 +167,13 @@ class Fold:
             self.tables[k, margin] = beta_table(labels, k, self.fit_s, self.fit_c, generalist,
                                                 config.prior_strength, config.cliff_confidence, margin)
         return centroids, self.tables[k, margin]
+
+    def neighbours(self, k: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """The held-out rows' ``k`` nearest fit rows: the same for every candidate, so computed once."""
+        if k not in self.nearest:
+            _, indices, sims = knn(self.val_x, self.fit_x.astype(np.float32), k)
+            self.nearest[k] = (indices, sims)
+        return self.nearest[k]
 
 
 def kmeans(embeddings: Matrix, k: int, seed: int) -> tuple[Matrix, npt.NDArray[np.intp]]:
@@ -285,10 +293,11 @@ def in_memory_artifact(
 
 
 def sweep(
-    policy: Policy, embeddings: Matrix, scores: Floats, costs: Floats, knobs: npt.NDArray[np.float64] = KNOBS
+    policy: Policy, embeddings: Matrix, scores: Floats, costs: Floats, knobs: npt.NDArray[np.float64] = KNOBS,
+    neighbours: tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]] | None = None,
 ) -> list[tuple[float, float, float]]:
     """(knob, mean accuracy, mean cost) on rows with known outcomes: what the router would score."""
-    est = policy.estimate(embeddings)
+    est = policy.estimate(embeddings, neighbours=neighbours)
     rows = np.arange(len(scores))
     out = []
     for knob in knobs:
@@ -366,7 +375,8 @@ def fit(
                 temperature=temperature, knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
                 ood_threshold=np.inf, domains=level,
             )
-            per_fold.append((len(f.val_s), sweep(Policy(art), f.val_x, f.val_s, f.val_c)))
+            nearby = f.neighbours(max(art.ood_k, art.knn_k))
+            per_fold.append((len(f.val_s), sweep(Policy(art), f.val_x, f.val_s, f.val_c, neighbours=nearby)))
         n = sum(size for size, _ in per_fold)
         return [
             (knob, sum(size * pts[i][1] for size, pts in per_fold) / n,

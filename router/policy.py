@@ -114,7 +114,11 @@ class Policy:
         self.overall_accuracy = (size * artifact.estimate).sum(axis=0) / total
         self.overall_cost = (size * artifact.mean_cost).sum(axis=0) / total
 
-    def estimate(self, embeddings: npt.ArrayLike, refine: Refiner | None = None) -> Estimates:
+    def estimate(self, embeddings: npt.ArrayLike, refine: Refiner | None = None,
+                 neighbours: tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]] | None = None) -> Estimates:
+        """``neighbours``: these rows' (indices, similarities) among the artifact's reference rows, nearest first,
+        at least ``max(ood_k, knn_k)`` columns, when the caller already has them (model selection scores
+        hundreds of candidate artifacts on the same rows and reference)."""
         a = self.artifact
         x = np.asarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != a.embedder_dim:
@@ -126,13 +130,16 @@ class Policy:
         if a.domains is not None:
             accuracy, cost, domain = a.domains.blend(x, accuracy, cost)
         k = max(a.ood_k, a.knn_k)
-        _, neighbours, sims = knn(x, a.reference, k)
+        if neighbours is None or neighbours[0].shape != (len(x), k):
+            _, nearest, sims = knn(x, a.reference, k)
+        else:
+            nearest, sims = neighbours
         ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
         ood_score, is_ood, refined = self._out_of_domain(cluster, ood_score, refine)
         if a.knn_weight > 0:
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
             # prior each side): a lone lucky neighbour cannot crown a model.
-            neighbour_mean = a.reference_scores[neighbours[:, : a.knn_k]].astype(np.float64).mean(axis=1)
+            neighbour_mean = a.reference_scores[nearest[:, : a.knn_k]].astype(np.float64).mean(axis=1)
             accuracy = (1 - a.knn_weight) * accuracy + a.knn_weight * neighbour_mean
         return Estimates(
             cluster=cluster,
