@@ -373,3 +373,17 @@ def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncode
     for bad in ("1.5", "nan", "heavy"):
         assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-weight", bad, *common], fake_encoder) == 2
     assert not (tmp_path / "b").exists()
+
+
+def test_selection_folds_recorded_or_refused(tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any) -> None:
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
+    common = ["--data", str(data), "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert run(["calibrate", "--out", str(tmp_path / "a"), *common], fake_encoder) == 0
+    assert Artifact.load(tmp_path / "a").manifest["selection_folds"] == 5
+    assert "chosen on 5 folds of the train rows" in (tmp_path / "a" / "report.md").read_text()
+    assert run(["calibrate", "--out", str(tmp_path / "one"), "--selection-folds", "1", *common], fake_encoder) == 0
+    assert "on a validation slice (20 %" in (tmp_path / "one" / "report.md").read_text()
+    capsys.readouterr()
+    assert run(["calibrate", "--out", str(tmp_path / "b"), "--selection-folds", "0", *common], fake_encoder) == 2
+    assert "--selection-folds must be an integer from 1 to 20" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

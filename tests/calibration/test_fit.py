@@ -171,3 +171,30 @@ def test_two_class_classifier_becomes_a_softmax_pair() -> None:
     level = from_classifier(["p", "q"], clf.coef_, clf.intercept_, np.zeros((2, 1)), np.zeros((2, 1)), 1.0)
     assert level.coef.shape == (2, 2)
     np.testing.assert_allclose(level.proba(x.astype(np.float32)), clf.predict_proba(x), rtol=1e-5)
+
+
+def test_selection_folds_hold_out_every_row_once_and_pool_their_sweeps() -> None:
+    from calibration.fit import validation_masks
+
+    rows = [r for r in synthetic_rows(n_per_domain=150) if r["split"] == "train"]
+    ids = [r["id"] for r in rows]
+    masks = validation_masks(ids, FitConfig(selection_folds=5))
+    assert len(masks) == 5 and (np.sum(masks, axis=0) == 1).all()  # a partition of the rows
+    assert all(0.1 < m.mean() < 0.3 for m in masks)
+    single = validation_masks(ids, FitConfig(selection_folds=1))
+    assert len(single) == 1 and 0.1 < single[0].mean() < 0.3  # the 20 % slice of before
+    enc = FakeEncoder()
+    x = enc.encode([r["query"] for r in rows])
+    scores = np.array([[r["scores"][m] for m in MODELS] for r in rows])
+    costs = np.array([[r["cost"][m] for m in MODELS] for r in rows])
+    results = {
+        folds: fit(ids, x, scores, costs, MODELS, "general", FitConfig(selection_folds=folds), progress=False)
+        for folds in (1, 5)
+    }
+    for result in results.values():
+        best = max(s["validation_quality"] for s in result.selection)
+        chosen = next(s for s in result.selection if s["validation_quality"] > best - 1e-9)
+        assert (chosen["k"], chosen["soft_top"]) == (result.k, result.soft_top)
+    # Five folds score each candidate on every row, one slice on a fifth: the objectives differ.
+    assert [s["validation_quality"] for s in results[1].selection] != [
+        s["validation_quality"] for s in results[5].selection]
