@@ -378,10 +378,11 @@ def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncode
 def test_selection_folds_recorded_or_refused(tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any) -> None:
     data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
     common = ["--data", str(data), "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
-    assert run(["calibrate", "--out", str(tmp_path / "a"), *common], fake_encoder) == 0
+    assert run(["calibrate", "--out", str(tmp_path / "a"), "--selection-folds", "5", *common], fake_encoder) == 0
     assert Artifact.load(tmp_path / "a").manifest["selection_folds"] == 5
     assert "chosen on 5 folds of the train rows" in (tmp_path / "a" / "report.md").read_text()
-    assert run(["calibrate", "--out", str(tmp_path / "one"), "--selection-folds", "1", *common], fake_encoder) == 0
+    assert run(["calibrate", "--out", str(tmp_path / "one"), *common], fake_encoder) == 0  # the default: one slice
+    assert Artifact.load(tmp_path / "one").manifest["selection_folds"] == 1
     assert "on a validation slice (20 %" in (tmp_path / "one" / "report.md").read_text()
     capsys.readouterr()
     assert run(["calibrate", "--out", str(tmp_path / "b"), "--selection-folds", "0", *common], fake_encoder) == 2
