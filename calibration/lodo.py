@@ -81,9 +81,11 @@ def run(
     progress: bool = True,
     refine_encoder: Encoder | None = None,
     use_domains: bool = True,
+    selection_folds: int = FitConfig.selection_folds,
 ) -> dict[str, Any]:
     """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
-    ``use_domains``: let each fold fit a domain level (from the domains it was shown)."""
+    ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds``: as
+    ``triage calibrate --selection-folds``."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -96,9 +98,11 @@ def run(
     results: dict[str, Any] = {}
     trained = sorted(set(domains[is_train]))
 
+    config = FitConfig(selection_folds=selection_folds)
+
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
-                   data.models, generalist, FitConfig(), progress=False, refine_embeddings=refine_rows(mask),
+                   data.models, generalist, config, progress=False, refine_embeddings=refine_rows(mask),
                    domains=[data.domains[i] for i in np.flatnonzero(mask)] if use_domains else None)
 
     for domain in tqdm(trained, desc="leave one domain out", disable=not progress):
@@ -114,6 +118,7 @@ def run(
         results[domain] = {
             **route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood, refine_rows(test_mask)),
             "k": result.k,
+            "domain_weight": result.domains.weight if result.domains is not None else 0.0,
             "counts_toward_target": int(test_mask.sum()) >= min_test,
         }
     unseen = sorted(set(domains[~is_train]) - set(trained))
@@ -127,6 +132,7 @@ def run(
             results[domain] = {
                 **route_domain(policy, x_all[mask], data.scores[mask], ref_ood, refine_rows(mask)),
                 "k": full.k,
+                "domain_weight": full.domains.weight if full.domains is not None else 0.0,
                 "counts_toward_target": int(mask.sum()) >= min_test,
                 "never_in_train": True,
             }
@@ -151,15 +157,17 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.",
         "",
-        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k "
+        "| domain weight |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, r in report["domains"].items():
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
         lines.append(
             f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
             f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
-            f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} |"
+            f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} | "
+            f"{r.get('domain_weight', 0.0):g} |"
         )
     s = report["summary"]
     if s["mean_delta_vs_generalist"] is not None:
@@ -190,12 +198,18 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--refine-ood", action="store_true", help="fit each fold with a MiniLM refine tier")
     parser.add_argument("--no-domains", action="store_true", help="fit each fold without the domain level")
+    parser.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
+                        help="each fold's model selection on this many folds of its train rows (1: one 20 %% slice)")
     parser.add_argument("--no-progress", action="store_true")
     add_embedder_options(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code in (0, None) else 2
+    if not 1 <= args.selection_folds <= 20:
+        print(f"triage eval: error: --selection-folds must be an integer from 1 to 20, got {args.selection_folds}",
+              file=sys.stderr)
+        return 2
     try:
         data = load_scores(args.data, args.prices)
     except DataError as exc:
@@ -223,6 +237,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         not args.no_progress,
         refine_encoder if args.refine_ood else None,
         not args.no_domains,
+        args.selection_folds,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lodo.json").write_text(json.dumps(report, indent=1) + "\n")

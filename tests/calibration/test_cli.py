@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from calibration.cli import main
+from calibration.fit import FitConfig
 from router.artifact import Artifact
 from router.policy import Policy
 from tests.calibration.conftest import FakeEncoder, synthetic_rows, write_jsonl
@@ -304,7 +305,14 @@ def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None
         assert r["n"] == 30 and r["flagged_ood"] > 0.9 and r["auroc"] > 0.95
         # An unseen domain is flagged and handed to the generalist: no worse than it.
         assert r["routed_accuracy"] >= r["generalist_accuracy"] - 0.05
-    assert "| math |" in (out / "lodo.md").read_text()
+        assert r["domain_weight"] in FitConfig().domain_weights  # each fit's own choice, recorded
+    assert "| math |" in (out / "lodo.md").read_text() and "| domain weight |" in (out / "lodo.md").read_text()
+    common = ["eval", "--leave-one-domain-out", "--data", str(data), "--generalist", "general", "--min-test", "20",
+              "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "five"), "--selection-folds", "5"], encoder=fake_encoder) == 0
+    assert set(json.loads((tmp_path / "five" / "lodo.json").read_text())["domains"]) == {"math", "history", "code"}
+    assert main([*common, "--out", str(tmp_path / "bad"), "--selection-folds", "0"], encoder=fake_encoder) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_query_with_unicode_line_separator_is_one_row(tmp_path: Path) -> None:
