@@ -15,7 +15,8 @@ import numpy.typing as npt
 from bench.embedder_quality import DATASETS, ROOT
 from calibration.data import ScoreMatrix, hash_fraction, load_scores
 from calibration.embeddings import EmbeddingCache
-from calibration.fit import FitConfig, FitResult, fit, in_memory_artifact
+from calibration.fit import FitConfig, FitResult, fit
+from calibration.lodo import policy_from
 from router.policy import Policy
 
 # The generalist each dataset's published figures use (docs/results.md): RouterDC's train-chosen one.
@@ -39,13 +40,7 @@ class TrainRows:
         r = self.rows
         result = fit([r.ids[i] for i in idx], self.x[rows], r.scores[rows], r.costs[rows], r.models,
                      self.generalist, config, progress=False, domains=[r.domains[i] for i in idx])
-        art = in_memory_artifact(
-            r.models, self.generalist, self.generalist, self.x.shape[1], result.centroids, result.table,
-            result.reference, result.reference_scores, soft_top=result.soft_top, temperature=result.temperature,
-            knn_weight=result.knn_weight, knn_k=result.knn_k, ood_k=result.ood_k,
-            ood_threshold=result.ood_threshold, domains=result.domains,
-        )
-        return result, Policy(art)
+        return result, policy_from(result, r.models, self.generalist)
 
 
 def load(name: str) -> TrainRows:

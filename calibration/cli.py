@@ -242,8 +242,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
     if args.refine_ood:
         refine_encoder = refine_encoder or make_encoder(args.threads)
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
-    if not 1 <= args.selection_folds <= 20:
-        raise UsageError(f"--selection-folds must be an integer from 1 to 20, got {args.selection_folds}")
+    check_selection_folds(args.selection_folds)
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
                        domain_weight=domain_weight, selection_folds=args.selection_folds)
     try:
@@ -361,6 +360,12 @@ def write_artifact_from(
         write_human=human,
         refine_embedder_name=refine_embedder_name,
     )
+
+
+def check_selection_folds(folds: int) -> None:
+    """``--selection-folds`` of ``calibrate`` and of ``eval --leave-one-domain-out``."""
+    if not 1 <= folds <= 20:
+        raise UsageError(f"--selection-folds must be an integer from 1 to 20, got {folds}")
 
 
 def choose_generalist(train: ScoreMatrix, name: str | None) -> tuple[str, str]:

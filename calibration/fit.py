@@ -140,11 +140,13 @@ def validation_masks(ids: list[str], config: FitConfig) -> list[npt.NDArray[np.b
 
 @dataclass
 class Fold:
-    """One selection fold: rows to fit on, rows held out, and the fits on the former (cached per k)."""
+    """One selection fold: rows to fit on, rows held out, and the fits on the former (cached per k).
+    ``fit_x`` (float32) and ``fit_s32`` are the candidate artifacts' reference rows and scores as they take them."""
 
     fit_x: Matrix
     val_x: Matrix
     fit_s: Floats
+    fit_s32: Matrix
     val_s: Floats
     fit_c: Floats
     val_c: Floats
@@ -159,7 +161,8 @@ class Fold:
               domains: npt.NDArray[np.str_] | None, generalist: int, config: FitConfig) -> Fold:
         fit_s, fit_c = scores[~val], costs[~val]
         level = domain_level(x[~val], domains[~val], fit_s, fit_c, generalist, config) if domains is not None else None
-        return cls(x[~val], x[val], fit_s, scores[val], fit_c, costs[val], level, config.seed)
+        return cls(x[~val].astype(np.float32), x[val], fit_s, fit_s.astype(np.float32), scores[val], fit_c,
+                   costs[val], level, config.seed)
 
     def table(self, k: int, margin: float, generalist: int, config: FitConfig) -> tuple[Matrix, Table]:
         if k not in self.clusters:
@@ -173,7 +176,7 @@ class Fold:
     def neighbours(self, k: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """The held-out rows' ``k`` nearest fit rows: the same for every candidate, so computed once."""
         if k not in self.nearest:
-            _, indices, sims = knn(self.val_x, self.fit_x.astype(np.float32), k)
+            _, indices, sims = knn(self.val_x, self.fit_x, k)
             self.nearest[k] = (indices, sims)
         return self.nearest[k]
 
@@ -352,7 +355,7 @@ def fit(
     domain_arr = np.asarray(domains) if domains is not None and config.domain_weight != 0 else None
     folds = [Fold.split(mask, embeddings, scores, costs, domain_arr, g, config) for mask in masks]
     val = masks[0]  # the OOD threshold (and the refine tier) are calibrated on the first fold's held-out rows
-    val_x, fit_ref = folds[0].val_x, folds[0].fit_x.astype(np.float32)
+    val_x, fit_ref = folds[0].val_x, folds[0].fit_x
     # All held-out rows of all folds: the single models' cost range that anchors the AIQ objective.
     all_val_s = np.concatenate([f.val_s for f in folds])
     all_val_c = np.concatenate([f.val_c for f in folds])
@@ -373,7 +376,7 @@ def fit(
             level = replace(f.domains, weight=domain_weight) if f.domains is not None and domain_weight > 0 else None
             art = in_memory_artifact(
                 models, generalist, reference_model, embeddings.shape[1], centroids, table,
-                f.fit_x.astype(np.float32), f.fit_s.astype(np.float32), soft_top=soft_top,
+                f.fit_x, f.fit_s32, soft_top=soft_top,
                 temperature=temperature, knn_weight=knn_weight, knn_k=config.knn_k, ood_k=config.ood_k,
                 ood_threshold=np.inf, domains=level,
             )

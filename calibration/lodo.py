@@ -185,7 +185,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
-    from calibration.cli import UsageError, add_embedder_options, encoder_from, make_encoder
+    from calibration.cli import UsageError, add_embedder_options, check_selection_folds, encoder_from, make_encoder
 
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
     parser.add_argument("--data", type=Path, required=True)
@@ -206,9 +206,10 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code in (0, None) else 2
-    if not 1 <= args.selection_folds <= 20:
-        print(f"triage eval: error: --selection-folds must be an integer from 1 to 20, got {args.selection_folds}",
-              file=sys.stderr)
+    try:
+        check_selection_folds(args.selection_folds)
+    except UsageError as exc:
+        print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2
     try:
         data = load_scores(args.data, args.prices)
