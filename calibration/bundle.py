@@ -107,6 +107,26 @@ def write_artifact(
             else [float(v) for v in fit.cluster_thresholds],
             "calibrated_on": "validation slice of the train rows, scored against the other train rows",
         }
+        detector = fit.ood_detector
+        if detector is not None:
+            if fit.domains is None:
+                raise ValueError("a fit with the domain OOD detector needs its domain level")
+            np.save(tmp / "ood_means.npy", detector.means.astype(np.float64))
+            np.save(tmp / "ood_precision.npy", detector.precision.astype(np.float64))
+            ood = {
+                "method": "domain_mahalanobis_energy",
+                "k_neighbors": fit.ood_k,  # the kNN estimate's neighbours; the detector itself uses none
+                "threshold": 1.0,
+                "score": "max over the parts of (score - center) / (threshold - center); above 1.0 is out of domain",
+                "mahalanobis": {"threshold": detector.mahalanobis_threshold, "center": detector.mahalanobis_center},
+                "energy": {"threshold": detector.energy_threshold, "center": detector.energy_center},
+                "quantile": extra.get("ood_quantile"),
+                "held_out_quantiles": fit.ood_quantiles,
+                "cluster_thresholds": None,
+                "calibrated_on": "validation slice of the train rows, scored by means, covariance and classifier "
+                                 "fitted on the other train rows; the two parts' thresholds at one quantile each, "
+                                 "so that either flags 1 - quantile of those rows",
+            }
         (tmp / "ood.json").write_text(json.dumps(ood, indent=1) + "\n")
         if fit.refine is not None:
             if refine_embedder_name is None:

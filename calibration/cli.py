@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--prices", type=Path, help="{model: {input_price, output_price}} USD per 1M tokens")
     cal.add_argument("--holdout-domains", default="", help="comma-separated domains left out of fitting")
     cal.add_argument("--ood-quantile", type=float, default=0.95)
+    add_ood_method_option(cal)
     cal.add_argument("--live", action="store_true", help="measure the score matrix on running backends")
     cal.add_argument("--from-log", type=Path, help="fold feedback joined to this decision log into --artifact")
     cal.add_argument("--artifact", type=Path, help="--from-log: the artifact the logged decisions were made with")
@@ -244,7 +245,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     check_selection_folds(args.selection_folds)
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
-                       domain_weight=domain_weight, selection_folds=args.selection_folds)
+                       domain_weight=domain_weight, selection_folds=args.selection_folds, ood_method=args.ood_method)
     try:
         result = fit(
             train.ids,
@@ -279,6 +280,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "cliff_margin": result.cliff_margin,
         "cliff_margin_selection": result.margin_selection,
         "ood_quantile": config.ood_quantile,
+        "ood_method": config.ood_method,
         "domain_level": "off (--no-domains)" if args.no_domains else (
             f"weight {result.domains.weight} over {len(result.domains.names)} domains" if result.domains is not None
             else "not used (fewer than 2 domains, or weight 0 measured best)"),
@@ -349,6 +351,7 @@ def write_artifact_from(
         data_info=data_info,
         extra={
             "ood_quantile": config.ood_quantile,
+            "ood_method": config.ood_method,
             "selection_folds": config.selection_folds,
             "refine_quantile": config.refine_quantile if refine_embedder_name else None,
             "shrinkage": {
@@ -360,6 +363,14 @@ def write_artifact_from(
         write_human=human,
         refine_embedder_name=refine_embedder_name,
     )
+
+
+def add_ood_method_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ood-method", choices=("auto", "knn", "domains"), default="auto",
+        help="out-of-domain detector: 'domains' (distance to the calibration domains' means, or the domain "
+             "classifier's energy; needs rows from >= 2 domains), 'knn' (distance to the nearest train queries), "
+             "'auto' (domains where the rows name >= 2 and no refine tier is asked for; default)")
 
 
 def check_selection_folds(folds: int) -> None:

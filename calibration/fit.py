@@ -3,8 +3,8 @@
 Read top to bottom: ``fit(train, embeddings)`` splits the train rows by hash into fit (80 %) and validation
 (20 %), picks k / soft assignment / kNN blend / domain blend / cliff margin by routing quality on the validation
 slice (or, with ``selection_folds`` > 1, on every row of that many folds, each routed by a fit on the others),
-calibrates the OOD threshold on the (first) validation slice's distances to the rows fitted without it, then
-refits the clusters (and the domain classifier) on all train rows.
+calibrates the OOD detector's thresholds on the (first) validation slice scored against the rows fitted without
+it, then refits the clusters (and the domain classifier, and the detector's domain means) on all train rows.
 Test rows are never seen here.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
 from sklearn.cluster import KMeans
+from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
@@ -26,7 +27,7 @@ from calibration.metrics import aiq
 from router.artifact import Artifact, RefineTier
 from router.clusters import nearest
 from router.domains import DomainLevel, from_classifier
-from router.ood import knn
+from router.ood import DomainDetector, joint_thresholds, knn
 from router.policy import Policy
 
 Matrix = npt.NDArray[np.float32]
@@ -52,6 +53,11 @@ class FitConfig:
     # a dense domain's neighbourhood is tight, so a query that is far *for that cluster* is flagged even when
     # it would pass the global threshold inflated by sparse domains.
     ood_per_cluster: bool = False  # measured on train-only leave-one-domain-out: no better (docs/results.md)
+    # "knn": the distance to the nearest train queries flags a query. "domains": the domain detector
+    # (router/ood.py ``DomainDetector``: Mahalanobis distance to the domain means, or the domain classifier's
+    # energy), which needs rows from at least two domains. "auto": "domains" when the rows name two or more and
+    # neither a refine tier nor per-cluster thresholds are asked for (those refine the kNN score), else "knn".
+    ood_method: str = "auto"
     min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
@@ -112,6 +118,7 @@ class FitResult:
     margin_selection: list[dict[str, Any]] = field(default_factory=list)
     refine: RefineFit | None = None
     domains: DomainLevel | None = None
+    ood_detector: DomainDetector | None = None  # set: it flags out-of-domain queries, not the kNN threshold
 
 
 @dataclass
@@ -273,6 +280,7 @@ def in_memory_artifact(
     cluster_thresholds: Floats | None = None,
     refine: RefineTier | None = None,
     domains: DomainLevel | None = None,
+    ood_detector: DomainDetector | None = None,
 ) -> Artifact:
     """The same ``Artifact`` the router loads, built without the disk round trip (for model selection)."""
     art = Artifact()
@@ -293,6 +301,9 @@ def in_memory_artifact(
     )
     art.refine = refine
     art.domains = domains
+    if ood_detector is not None:  # its scores are in units of its thresholds: 1.0 is the line
+        art.ood_detector, art.ood_threshold = ood_detector, 1.0
+        art.ood_cluster_thresholds = np.ones(len(centroids))
     art.normalisation = "global"  # what bundle.py writes: selection scores the policy the router will run
     return art
 
@@ -348,6 +359,7 @@ def fit(
     reference_model = models[int(np.argmax(scores.mean(axis=0)))]
     if len(ids) < 2:
         raise ValueError("need at least 2 train rows to fit")
+    detect = use_domain_detector(config, domains, refine_embeddings is not None)
     masks = validation_masks(ids, config)
     if any(m.sum() < 20 or (~m).sum() < 20 for m in masks):
         return small_fit(embeddings, scores, costs, g, config, k_fixed)
@@ -432,6 +444,11 @@ def fit(
     val_ood, _, _ = knn(val_x, fit_ref, config.ood_k)
     quantiles = {f"{q:.2f}": float(np.quantile(val_ood, q)) for q in (0.9, 0.95, 0.99)}
     threshold = float(np.quantile(val_ood, config.ood_quantile))
+    all_domains = np.asarray(domains) if domains is not None else None
+    detector_parts = None
+    if detect:
+        assert all_domains is not None
+        detector_parts = detector_thresholds(fit_ref, all_domains[~val], val_x, folds[0].domains, config)
 
     # Final clusters and table on every train row; reference = all train rows (capped, seeded subsample).
     centroids, labels = kmeans(embeddings, k, config.seed)
@@ -445,6 +462,14 @@ def fit(
     final_domains = None
     if domain_arr is not None and domain_weight > 0:  # the classifier and per-domain table refitted on every row
         final_domains = domain_level(embeddings, domain_arr, scores, costs, g, config, domain_weight)
+    detector = None
+    if detector_parts is not None:
+        assert all_domains is not None
+        if final_domains is None:  # the classifier serves the detector only: weight 0 in the blend
+            final_domains = domain_level(embeddings, all_domains, scores, costs, g, config, 0.0)
+        assert final_domains is not None
+        detector = domain_detector(embeddings, all_domains, final_domains.names, *detector_parts[:2])
+        val_ood = detector_parts[2]
     refine = None
     if refine_embeddings is not None:
         refine = refine_fit(refine_embeddings, val, val_x, val_ood, centroids, keep, config)
@@ -463,6 +488,7 @@ def fit(
         cluster_thresholds=cluster_thresholds if config.ood_per_cluster else None,
         refine=refine,
         domains=final_domains,
+        ood_detector=detector,
         reference=embeddings[keep].astype(np.float32),
         reference_scores=scores[keep].astype(np.float32),
         global_accuracy=scores.mean(axis=0),
@@ -471,6 +497,61 @@ def fit(
         cliff_margin=margin,
         margin_selection=margin_selection,
     )
+
+
+def use_domain_detector(config: FitConfig, domains: list[str] | None, refine: bool) -> bool:
+    """Whether ``fit`` calibrates the domain detector (``FitConfig.ood_method``); ValueError where "domains" is
+    asked for and cannot be had."""
+    if config.ood_method not in ("auto", "knn", "domains"):
+        raise ValueError(f"ood_method must be 'auto', 'knn' or 'domains', not {config.ood_method!r}")
+    if config.ood_method == "knn":
+        return False
+    enough = domains is not None and len(set(domains)) >= 2
+    if config.ood_method == "domains":
+        if not enough:
+            raise ValueError("the domain OOD detector needs train rows from at least 2 domains")
+        if refine or config.ood_per_cluster:
+            raise ValueError("a refine tier and per-cluster thresholds refine the kNN score: use the knn OOD method")
+        return True
+    return enough and not refine and not config.ood_per_cluster
+
+
+def mahalanobis_fit(x: Matrix, domains: npt.NDArray[np.str_], names: list[str]) -> tuple[Floats, Floats]:
+    """(D, dim) each domain's mean embedding, in ``names`` order, and the inverse of the covariance of the rows
+    around their own domain's mean, shrunk (Ledoit-Wolf) so that a few hundred rows in 384 dimensions invert."""
+    x64 = x.astype(np.float64)
+    means = np.stack([x64[domains == n].mean(axis=0) for n in names])
+    index = {n: i for i, n in enumerate(names)}
+    centred = x64 - means[[index[d] for d in domains.tolist()]]
+    precision: Floats = LedoitWolf(assume_centered=True).fit(centred).precision_
+    return means, precision
+
+
+def detector_thresholds(
+    fit_x: Matrix, fit_domains: npt.NDArray[np.str_], val_x: Matrix, level: DomainLevel | None, config: FitConfig,
+) -> tuple[tuple[float, float], tuple[float, float], Floats]:
+    """The detector's (threshold, center) for its Mahalanobis and energy parts, from the validation rows scored
+    by means, covariance and classifier fitted without them; and those rows' scores in threshold units."""
+    names = sorted(set(fit_domains.tolist()))
+    means, precision = mahalanobis_fit(fit_x, fit_domains, names)
+    if level is None:  # no domain level in this fit: a classifier on the same rows, for its energy only
+        zeros = np.zeros((len(fit_x), 1))
+        level = domain_level(fit_x, fit_domains, zeros, zeros, 0, config)
+        assert level is not None
+    m = DomainDetector(means, precision, 1.0, 0.0, 1.0, 0.0).mahalanobis(val_x)
+    e = level.energy(val_x)
+    tm, te = joint_thresholds(m, e, config.ood_quantile)
+    parts = (tm, float(np.median(m))), (te, float(np.median(e)))
+    detector = DomainDetector(means, precision, parts[0][0], parts[0][1], parts[1][0], parts[1][1])
+    return parts[0], parts[1], detector.score(val_x, level)
+
+
+def domain_detector(x: Matrix, domains: npt.NDArray[np.str_], names: list[str], mahalanobis: tuple[float, float],
+                    energy: tuple[float, float]) -> DomainDetector:
+    """The detector the router runs: means and covariance from every train row (in the classifier's domain
+    order), thresholds from the validation rows."""
+    means, precision = mahalanobis_fit(x, domains, names)
+    return DomainDetector(means, precision, mahalanobis[0], mahalanobis[1], energy[0], energy[1])
 
 
 def per_cluster_thresholds(

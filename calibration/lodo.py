@@ -46,6 +46,7 @@ def policy_from(result: FitResult, models: list[str], generalist: str, refine_na
         cluster_thresholds=result.cluster_thresholds,
         refine=result.refine.tier(refine_name) if result.refine is not None else None,
         domains=result.domains,
+        ood_detector=result.ood_detector,
     )
     return Policy(art)
 
@@ -82,10 +83,11 @@ def run(
     refine_encoder: Encoder | None = None,
     use_domains: bool = True,
     selection_folds: int = FitConfig.selection_folds,
+    ood_method: str = FitConfig.ood_method,
 ) -> dict[str, Any]:
     """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
-    ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds``: as
-    ``triage calibrate --selection-folds``."""
+    ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds`` and
+    ``ood_method``: as ``triage calibrate --selection-folds / --ood-method``."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -98,7 +100,7 @@ def run(
     results: dict[str, Any] = {}
     trained = sorted(set(domains[is_train]))
 
-    config = FitConfig(selection_folds=selection_folds)
+    config = FitConfig(selection_folds=selection_folds, ood_method=ood_method)
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
@@ -119,6 +121,7 @@ def run(
             **route_domain(policy, x_all[test_mask], data.scores[test_mask], ref_ood, refine_rows(test_mask)),
             "k": result.k,
             "domain_weight": result.domains.weight if result.domains is not None else 0.0,
+            "ood_method": "domains" if result.ood_detector is not None else "knn",
             "counts_toward_target": int(test_mask.sum()) >= min_test,
         }
     unseen = sorted(set(domains[~is_train]) - set(trained))
@@ -133,6 +136,7 @@ def run(
                 **route_domain(policy, x_all[mask], data.scores[mask], ref_ood, refine_rows(mask)),
                 "k": full.k,
                 "domain_weight": full.domains.weight if full.domains is not None else 0.0,
+                "ood_method": "domains" if full.ood_detector is not None else "knn",
                 "counts_toward_target": int(mask.sum()) >= min_test,
                 "never_in_train": True,
             }
@@ -158,8 +162,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.",
         "",
         "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k "
-        "| domain weight |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| domain weight | OOD method |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, r in report["domains"].items():
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
@@ -167,7 +171,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
             f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
             f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} | "
-            f"{r.get('domain_weight', 0.0):g} |"
+            f"{r.get('domain_weight', 0.0):g} | {r.get('ood_method', 'knn')} |"
         )
     s = report["summary"]
     if s["mean_delta_vs_generalist"] is not None:
@@ -185,7 +189,14 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
-    from calibration.cli import UsageError, add_embedder_options, check_selection_folds, encoder_from, make_encoder
+    from calibration.cli import (
+        UsageError,
+        add_embedder_options,
+        add_ood_method_option,
+        check_selection_folds,
+        encoder_from,
+        make_encoder,
+    )
 
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
     parser.add_argument("--data", type=Path, required=True)
@@ -201,6 +212,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
     parser.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
                         help="each fold's model selection on this many folds of its train rows (1: one 20 %% slice)")
     parser.add_argument("--no-progress", action="store_true")
+    add_ood_method_option(parser)
     add_embedder_options(parser)
     try:
         args = parser.parse_args(argv)
@@ -228,18 +240,23 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         return 2
     if args.refine_ood:
         refine_encoder = refine_encoder or make_encoder(args.threads)
-    report = run(
-        data,
-        generalist,
-        encoder,
-        args.cache_dir,
-        args.split,
-        args.min_test,
-        not args.no_progress,
-        refine_encoder if args.refine_ood else None,
-        not args.no_domains,
-        args.selection_folds,
-    )
+    try:
+        report = run(
+            data,
+            generalist,
+            encoder,
+            args.cache_dir,
+            args.split,
+            args.min_test,
+            not args.no_progress,
+            refine_encoder if args.refine_ood else None,
+            not args.no_domains,
+            args.selection_folds,
+            args.ood_method,
+        )
+    except ValueError as exc:  # e.g. --ood-method domains with --refine-ood
+        print(f"triage eval: error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lodo.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "lodo.md").write_text(

@@ -42,10 +42,7 @@ def calibration_report(
             if info.get("cliff_margin_selection")
             else ""
         ),
-        f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries;"
-        f" threshold {fit.ood_threshold:.4f} "
-        f"= the {info['ood_quantile']:g} quantile of held-out validation rows "
-        f"(quantiles: {', '.join(f'{q}: {v:.4f}' for q, v in fit.ood_quantiles.items())})",
+        ood_line(fit, info),
         f"- domain level: {info.get('domain_level', 'not recorded')}",
         "",
         "## Global accuracy (train)",
@@ -185,3 +182,18 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
         "",
     ]
     return "\n".join(lines)
+
+
+def ood_line(fit: FitResult, info: dict[str, Any]) -> str:
+    d = fit.ood_detector
+    if d is not None:
+        return (
+            "- OOD: domain detector (Mahalanobis distance to the nearest of the train domains' means, threshold "
+            f"{d.mahalanobis_threshold:.4g}, or the domain classifier's energy, threshold {d.energy_threshold:.4g}): "
+            f"together they flag 1 - {info['ood_quantile']:g} of the held-out validation rows"
+        )
+    return (
+        f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries; threshold {fit.ood_threshold:.4f} "
+        f"= the {info['ood_quantile']:g} quantile of held-out validation rows "
+        f"(quantiles: {', '.join(f'{q}: {v:.4f}' for q, v in fit.ood_quantiles.items())})"
+    )

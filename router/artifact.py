@@ -25,6 +25,13 @@ neither; a version-1 router refuses a version-2 artifact instead of ignoring wha
     domains.json       names, weight (share in the blend), intercept, estimate and mean_cost per domain and model
     domain_coef.npy    (D, dim) float32 weights of the embedding -> domain classifier
 
+Format version 3 adds the domain OOD detector (router/ood.py ``DomainDetector``): ood.json's method
+``domain_mahalanobis_energy`` with the thresholds and centers of its two parts, the domain level (the detector
+uses its classifier; its weight may be 0) and::
+
+    ood_means.npy      (D, dim) float64 each domain's mean embedding, in domains.json's order
+    ood_precision.npy  (dim, dim) float64 inverse of the shared within-domain covariance
+
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
 """
@@ -41,11 +48,14 @@ import numpy as np
 import numpy.typing as npt
 
 from router.domains import DomainLevel
+from router.ood import DomainDetector
 
-# Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). A router that
-# reads only version 1 refuses such an artifact instead of routing it with rules it does not know.
-FORMAT_VERSION = 2
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
+# Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). Version 3
+# (2026-12-02): the domain OOD detector (router/ood.py). A router that reads only older versions refuses a newer
+# artifact instead of routing it with rules it does not know.
+FORMAT_VERSION = 3
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
+OOD_METHODS = ("knn_cosine_distance", "domain_mahalanobis_energy")
 NORMALISATION = "l2"
 REQUIRED_FILES = (
     "manifest.json",
@@ -139,6 +149,7 @@ class Artifact:
     knn_k: int
     refine: RefineTier | None = None
     domains: DomainLevel | None = None
+    ood_detector: DomainDetector | None = None  # set: it scores OOD in threshold units (ood_threshold 1.0)
     normalisation: str = "query"  # "global" (format version 2) or "query" (version 1: per-query min-max)
 
     @classmethod
@@ -210,10 +221,50 @@ class Artifact:
         self._load_arrays(path)
         self._load_table(_read_json(path / "table.json"))
         self._load_cliffs(_read_json(path / "cliffs.json"))
-        self._load_ood(_read_json(path / "ood.json"))
+        ood = _read_json(path / "ood.json")
+        self._load_ood(ood)
         self._load_refine(path)
         self._load_domains(path, version)
+        self._load_detector(path, version, ood)
         return self
+
+    def _load_detector(self, path: Path, version: int, ood: dict[str, Any]) -> None:
+        files = (path / "ood_means.npy", path / "ood_precision.npy")
+        if ood["method"] != "domain_mahalanobis_energy":
+            if any(f.exists() for f in files):
+                raise ArtifactError("ood_means.npy / ood_precision.npy belong to ood.json method "
+                                    "'domain_mahalanobis_energy'")
+            self.ood_detector = None
+            return
+        if version < 3:
+            raise ArtifactError("ood.json: method 'domain_mahalanobis_energy' needs format_version 3")
+        if self.domains is None:
+            raise ArtifactError("ood.json: method 'domain_mahalanobis_energy' needs the domain level "
+                                "(domains.json, domain_coef.npy)")
+        if self.refine is not None:
+            raise ArtifactError("refine.json refines the kNN score: it cannot go with 'domain_mahalanobis_energy'")
+        d, dim = len(self.domains.names), self.embedder_dim
+        means, precision = _read_npy(files[0], np.float64), _read_npy(files[1], np.float64)
+        if means.shape != (d, dim):
+            raise ArtifactError(f"ood_means.npy: shape {means.shape}, expected ({d}, {dim})")
+        if precision.shape != (dim, dim):
+            raise ArtifactError(f"ood_precision.npy: shape {precision.shape}, expected ({dim}, {dim})")
+
+        def part(key: str) -> tuple[float, float]:
+            spec = ood.get(key)
+            if not isinstance(spec, dict):
+                raise ArtifactError(f"ood.json: {key} must be {{threshold, center}}")
+            threshold = _finite(spec.get("threshold"), f"ood.json: {key}.threshold")
+            center = _finite(spec.get("center"), f"ood.json: {key}.center")
+            if threshold <= center:
+                raise ArtifactError(f"ood.json: {key}.threshold must exceed its center")
+            return threshold, center
+
+        (tm, cm), (te, ce) = part("mahalanobis"), part("energy")
+        self.ood_detector = DomainDetector(means.astype(np.float64), precision.astype(np.float64), tm, cm, te, ce)
+        # Its scores are in units of its thresholds, so the line is 1.0 wherever the query lands.
+        self.ood_threshold = 1.0
+        self.ood_cluster_thresholds = np.ones(self.k)
 
     def _load_domains(self, path: Path, version: int) -> None:
         spec_file, coef_file = path / "domains.json", path / "domain_coef.npy"
@@ -362,8 +413,8 @@ class Artifact:
             self.cliff[clusters, self.models.index(model)] = True
 
     def _load_ood(self, ood: Any) -> None:
-        if not isinstance(ood, dict) or ood.get("method") != "knn_cosine_distance":
-            raise ArtifactError("ood.json: method must be 'knn_cosine_distance'")
+        if not isinstance(ood, dict) or ood.get("method") not in OOD_METHODS:
+            raise ArtifactError(f"ood.json: method must be one of {', '.join(map(repr, OOD_METHODS))}")
         k_neighbors = ood.get("k_neighbors")
         if not isinstance(k_neighbors, int) or not 1 <= k_neighbors <= self.reference.shape[0]:
             raise ArtifactError(

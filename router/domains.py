@@ -28,13 +28,27 @@ class DomainLevel:
     mean_cost: Floats  # (D, m) USD per query
     weight: float  # share of the domain estimate in the blend with the cluster estimate
 
+    def logits(self, x: npt.NDArray[np.float32]) -> Floats:
+        """(n, D) the classifier's linear score of each domain for each query."""
+        z: Floats = (x @ self.coef.T).astype(np.float64) + self.intercept[None, :]
+        return z
+
     def proba(self, x: npt.NDArray[np.float32]) -> Floats:
         """(n, D) probability of each domain for each query (a softmax over the linear scores)."""
-        z = (x @ self.coef.T).astype(np.float64) + self.intercept[None, :]
+        z = self.logits(x)
         z -= z.max(axis=1, keepdims=True)
         e: Floats = np.exp(z)
         p: Floats = e / e.sum(axis=1, keepdims=True)
         return p
+
+    def energy(self, x: npt.NDArray[np.float32]) -> Floats:
+        """(n,) ``-logsumexp(logits)``: high where no known domain's score is high (Liu et al., 2020, "Energy-based
+        out-of-distribution detection"). Unlike the softmax's largest probability it keeps the scale of the
+        scores, so a query that is weakly like every domain is not mistaken for one that is strongly like one."""
+        z = self.logits(x)
+        top = z.max(axis=1)
+        out: Floats = -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
+        return out
 
     def blend(
         self, x: npt.NDArray[np.float32], accuracy: Floats, cost: Floats
@@ -42,6 +56,8 @@ class DomainLevel:
         """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain."""
         p = self.proba(x)
         w = self.weight
+        if w == 0:  # kept for the out-of-domain detector only: the clusters' estimate alone
+            return accuracy, cost, p.argmax(1)
         return (1 - w) * accuracy + w * (p @ self.estimate), (1 - w) * cost + w * (p @ self.mean_cost), p.argmax(1)
 
 

@@ -14,7 +14,9 @@ cost for every query, as an aggregate cost/accuracy trade-off needs. Older artif
 min-max (``query``), which counts a 0.01 accuracy edge on one query as much as a 0.3 edge on another.
 
 Eligible = available, and not past its cliff in the query's nearest cluster. A query whose out-of-domain score
-exceeds the calibrated threshold goes to the generalist ("ood_fallback"). Ties go to the cheaper model, then to
+exceeds the calibrated threshold goes to the generalist ("ood_fallback"); the score is the distance to the
+nearest calibration queries, or, in artifacts with a domain detector (router/ood.py), the detector's score in
+units of its thresholds. Ties go to the cheaper model, then to
 the generalist, then to the artifact's model order.
 """
 
@@ -129,14 +131,22 @@ class Policy:
         domain = None
         if a.domains is not None:
             accuracy, cost, domain = a.domains.blend(x, accuracy, cost)
-        k = max(a.ood_k, a.knn_k)
-        if neighbours is None or neighbours[0].shape != (len(x), k):
-            _, nearest, sims = knn(x, a.reference, k)
+        detector = a.ood_detector if a.domains is not None else None
+        nearest = sims = None
+        if detector is None or a.knn_weight > 0:  # the domain detector needs no neighbours
+            k = max(a.ood_k, a.knn_k)
+            if neighbours is None or neighbours[0].shape != (len(x), k):
+                _, nearest, sims = knn(x, a.reference, k)
+            else:
+                nearest, sims = neighbours
+        if detector is not None and a.domains is not None:
+            ood_score = detector.score(x, a.domains)
         else:
-            nearest, sims = neighbours
-        ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
+            assert sims is not None
+            ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
         ood_score, is_ood, refined = self._out_of_domain(cluster, ood_score, refine)
         if a.knn_weight > 0:
+            assert nearest is not None
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
             # prior each side): a lone lucky neighbour cannot crown a model.
             neighbour_mean = a.reference_scores[nearest[:, : a.knn_k]].astype(np.float64).mean(axis=1)
