@@ -353,7 +353,8 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     enc = BlurredEncoder()
     assert run(["calibrate", "--out", str(tmp_path / "art"), "--generalist", "general", *common], enc) == 0
     art = Artifact.load(tmp_path / "art")
-    assert art.manifest["format_version"] == 2 and art.normalisation == "global" and art.domains is not None
+    assert art.manifest["format_version"] == 3 and art.normalisation == "global" and art.domains is not None
+    assert art.ood_detector is not None and art.ood_threshold == 1.0
     assert sorted(art.domains.names) == ["code", "history", "math"] and art.domains.weight > 0
     assert "domain level: weight" in (tmp_path / "art" / "report.md").read_text()
     assert run(["eval", "--artifact", str(tmp_path / "art"), "--out", str(tmp_path / "rep"), *common], enc) == 0
@@ -364,7 +365,7 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     plain_args = ["calibrate", "--out", str(tmp_path / "plain"), "--generalist", "general", "--no-domains"]
     assert run([*plain_args, *common], enc) == 0
     plain = Artifact.load(tmp_path / "plain")
-    assert plain.manifest["format_version"] == 2 and plain.domains is None
+    assert plain.manifest["format_version"] == 3 and plain.domains is None and plain.ood_detector is None
     assert not (tmp_path / "plain" / "domains.json").exists()
     assert "domain level: off (--no-domains)" in (tmp_path / "plain" / "report.md").read_text()
     assert {d.domain for d in Policy(plain).decide(enc.encode(texts[:3]), 1.0)} == {""}
@@ -377,7 +378,8 @@ def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncode
     art = Artifact.load(tmp_path / "a")
     assert art.domains is not None and art.domains.weight == 0.3
     assert run(["calibrate", "--out", str(tmp_path / "z"), "--domain-weight", "0", *common], fake_encoder) == 0
-    assert Artifact.load(tmp_path / "z").domains is None
+    zero = Artifact.load(tmp_path / "z")  # the classifier is kept for the OOD detector, with no share in the blend
+    assert zero.domains is not None and zero.domains.weight == 0 and zero.ood_detector is not None
     for bad in ("1.5", "nan", "heavy"):
         assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-weight", bad, *common], fake_encoder) == 2
     assert not (tmp_path / "b").exists()

@@ -40,7 +40,9 @@ def test_calibrate_and_eval_on_routerdc(tmp_path: Path, embedder: Embedder) -> N
     artifact = Artifact.load(art, embedder_name=embedder.name, embedder_dim=embedder.dim)
     assert artifact.generalist == generalist and len(artifact.models) == 7
     assert artifact.manifest["data"]["train_rows"] == len(train)
-    assert 0 < artifact.ood_threshold < 1
+    # RouterDC names its domains: the domain detector flags OOD, its scores in units of its thresholds
+    assert artifact.ood_detector is not None and artifact.ood_threshold == 1.0
+    assert artifact.ood_detector.mahalanobis_threshold > artifact.ood_detector.mahalanobis_center > 0
     assert (
         main(
             [

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from router.artifact import Artifact, ArtifactError
+from router.policy import Policy
 
 MODELS = ["general", "special", "cheap"]
 DIM = 4
@@ -195,3 +196,54 @@ def test_normalisation_setting_is_checked(tmp_path: Path) -> None:
                                                                "policy": {**policy, "normalisation": "rank"}}))
     assert Artifact.load(write_artifact(tmp_path / "c", manifest={"format_version": 2, "policy": policy})
                          ).normalisation == "global"
+
+
+def add_detector(path: Path, *, version: int = 3, means: np.ndarray | None = None, **parts: Any) -> Path:
+    """Format version 3: the domain OOD detector over add_domain_level's two domains (means along e2 and e3)."""
+    add_domain_level(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
+    np.save(path / "ood_means.npy", means if means is not None else np.eye(DIM)[2:])
+    np.save(path / "ood_precision.npy", np.eye(DIM))
+    ood = {"method": "domain_mahalanobis_energy", "k_neighbors": 2, "threshold": 1.0,
+           "mahalanobis": {"threshold": 1.0, "center": 0.5}, "energy": {"threshold": -5.0, "center": -10.0}}
+    (path / "ood.json").write_text(json.dumps({**ood, **parts}))
+    return path
+
+
+def test_domain_detector_loads_and_scores_in_threshold_units(tmp_path: Path) -> None:
+    art = Artifact.load(add_detector(write_artifact(tmp_path / "a")), embedder_dim=DIM)
+    assert art.ood_detector is not None and art.ood_threshold == 1.0
+    assert art.domains is not None
+    x = np.array([[0, 0, 1, 0], [1, 0, 0, 0]], dtype=np.float32)  # on alpha's mean; far from both domains
+    # squared distances 0 and 2 to the nearest mean: (0 - 0.5) / 0.5 = -1 and (2 - 0.5) / 0.5 = 3
+    assert art.ood_detector.mahalanobis(x) == pytest.approx([0.0, 2.0])
+    score = art.ood_detector.score(x, art.domains)
+    assert score[1] == pytest.approx(3.0) and score[0] < 1.0
+    est = Policy(art).estimate(x)
+    assert est.is_ood.tolist() == [False, True] and est.ood_score == pytest.approx(score)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: add_detector(p, version=2), "needs format_version 3"),
+        (lambda p: add_detector(p, means=np.eye(DIM)[:3]), r"ood_means.npy: shape \(3, 4\), expected \(2, 4\)"),
+        (lambda p: add_detector(p, energy={"threshold": -5.0}), "energy.center must be a finite number"),
+        (lambda p: add_detector(p, mahalanobis={"threshold": 0.2, "center": 0.5}), "threshold must exceed"),
+        (lambda p: (add_detector(p), (p / "domains.json").unlink(), (p / "domain_coef.npy").unlink()),
+         "needs the domain level"),
+        (lambda p: (add_detector(p), (p / "ood_precision.npy").unlink()), "ood_precision.npy is missing"),
+        # detector files under a kNN method: an older writer or a hand edit; refuse rather than ignore
+        (lambda p: (add_detector(p), (p / "ood.json").write_text(json.dumps(
+            {"method": "knn_cosine_distance", "k_neighbors": 2, "threshold": 0.5}))), "belong to ood.json method"),
+        (lambda p: (add_detector(p), (p / "ood.json").write_text(json.dumps({"method": "magic"}))),
+         "method must be one of"),
+    ],
+)
+def test_damaged_domain_detector_refused(tmp_path: Path, damage: Any, message: str) -> None:
+    path = write_artifact(tmp_path / "a")
+    damage(path)
+    with pytest.raises(ArtifactError, match=message) as info:
+        Artifact.load(path)
+    assert str(tmp_path) not in str(info.value)

@@ -1,0 +1,97 @@
+"""The out-of-domain detectors: the domain detector's arithmetic, its calibration, and on the real artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.fit import FitConfig, fit, mahalanobis_fit, use_domain_detector
+from router.artifact import Artifact
+from router.domains import DomainLevel
+from router.embedder import Embedder
+from router.ood import DomainDetector, joint_thresholds
+from router.policy import Policy
+
+OFF_TOPIC = [line.strip() for line in (Path(__file__).parent / "offtopic_chat.txt").read_text().splitlines()
+             if line.strip()]
+
+
+def test_mahalanobis_is_the_distance_to_the_nearest_mean() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    domains = np.array(["a", "b", "c"] * 100)
+    x[domains == "b"] += 3.0
+    means, precision = mahalanobis_fit(x.astype(np.float32), domains, ["a", "b", "c"])
+    assert np.allclose(means[1], x[domains == "b"].mean(axis=0), atol=1e-5)
+    q = rng.normal(size=(5, 6)).astype(np.float32)
+    detector = DomainDetector(means, precision, 1.0, 0.0, 1.0, 0.0)
+    brute = np.min([np.einsum("ij,jk,ik->i", q - m, precision, q - m) for m in means], axis=0)
+    assert detector.mahalanobis(q) == pytest.approx(brute, rel=1e-6)
+
+
+def test_joint_thresholds_flag_the_asked_share_of_rows() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=4000)
+    b = 0.5 * a + rng.normal(size=4000)  # correlated, as the two parts are
+    for q in (0.8, 0.95):
+        ta, tb = joint_thresholds(a, b, q)
+        assert ((a > ta) | (b > tb)).mean() == pytest.approx(1 - q, abs=0.01)
+        # each part alone flags less than the whole budget
+        assert (a > ta).mean() < 1 - q and (b > tb).mean() < 1 - q
+
+
+def test_the_detector_needs_two_domains_and_no_knn_refinement() -> None:
+    assert use_domain_detector(FitConfig(), ["a", "b"], refine=False)
+    assert not use_domain_detector(FitConfig(), ["a", "a"], refine=False)  # auto: kNN
+    assert not use_domain_detector(FitConfig(), ["a", "b"], refine=True)
+    assert not use_domain_detector(FitConfig(ood_method="knn"), ["a", "b"], refine=False)
+    with pytest.raises(ValueError, match="at least 2 domains"):
+        use_domain_detector(FitConfig(ood_method="domains"), None, refine=False)
+    with pytest.raises(ValueError, match="use the knn OOD method"):
+        use_domain_detector(FitConfig(ood_method="domains", ood_per_cluster=True), ["a", "b"], refine=False)
+    with pytest.raises(ValueError, match="must be 'auto'"):
+        use_domain_detector(FitConfig(ood_method="lof"), ["a", "b"], refine=False)
+
+
+def test_fit_calibrates_the_detector_on_held_out_rows() -> None:
+    """Three well-separated domains: about 1 - quantile of new in-domain rows are flagged, a new domain is."""
+    rng = np.random.default_rng(2)
+    dim, n = 16, 1500
+    centres = np.eye(dim)[:4] * 5
+    labels = rng.integers(0, 3, size=n)
+    x = centres[labels] + rng.normal(size=(n, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    scores = rng.random((n, 2)).round()
+    result = fit([f"r{i}" for i in range(n)], x, scores, np.ones((n, 2)), ["g", "s"], "g", FitConfig(),
+                 progress=False, domains=[f"d{c}" for c in labels])
+    assert result.ood_detector is not None and result.domains is not None
+    fresh = centres[rng.integers(0, 3, size=2000)] + rng.normal(size=(2000, dim))
+    new = centres[3] + rng.normal(size=(500, dim))
+    unit = [(v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32) for v in (fresh, new)]
+    flagged = [(result.ood_detector.score(v, result.domains) > 1).mean() for v in unit]
+    assert 0.01 < flagged[0] < 0.12 and flagged[1] > 0.9
+
+
+def test_energy_is_high_where_no_domain_fits() -> None:
+    level = DomainLevel(["a", "b"], np.array([[10, 0], [0, 10]], dtype=np.float32), np.zeros(2),
+                        np.zeros((2, 1)), np.zeros((2, 1)), 0.0)
+    e = level.energy(np.array([[1, 0], [0.7, 0.7], [0, 0]], dtype=np.float32))
+    assert e[0] < e[1] < e[2]  # one strong domain < two medium ones < none
+
+
+def test_the_real_artifact_sends_off_topic_chat_to_the_generalist(artifact: Artifact, embedder: Embedder,
+                                                                   shared_data: Path) -> None:
+    """Real embeddings, a real calibration (RouterDC's benchmarks): everyday chat requests lie outside every
+    calibration domain. At the 0.95 quantile about 5 % of in-domain test queries are flagged too."""
+    assert artifact.ood_detector is not None  # the default for data with domains
+    policy = Policy(artifact)
+    chat = policy.estimate(embedder.encode(OFF_TOPIC))
+    assert chat.is_ood.mean() >= 0.8, [q for q, o in zip(OFF_TOPIC, chat.is_ood, strict=True) if not o]
+    text = (shared_data / "routing" / "routerdc_7model.jsonl").read_text()
+    rows = [json.loads(line) for line in text.split("\n") if line]
+    test = [r["query"] for r in rows if r["split"] == "test"][::20]
+    flagged = policy.estimate(embedder.encode(test)).is_ood.mean()
+    assert 0.01 < flagged < 0.12
