@@ -13,6 +13,12 @@ validation rows with no OOD fallback), so each comparison below differs in the O
   dimension), and the share flagged.
 
 The figures in docs/results.md, "The domain OOD detector", come from this command.
+
+    .venv/bin/python -m bench.ood_detector --speed ARTIFACT [--rounds 2000]
+
+times ``Policy.decide`` on one query at a time (RouterDC test queries, embedded beforehand) with the artifact's
+domain detector and with the kNN distance instead (the same artifact, its detector removed), interleaved, and
+prints the medians: the policy's share of a decision, embedding aside.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -76,10 +86,45 @@ def in_domain(data: TrainRows, salt: str) -> tuple[FitResult, dict[str, tuple[fl
     return result, res
 
 
+def speed(artifact: Path, rounds: int) -> None:
+    from bench.embedder_quality import ROOT
+    from calibration.cli import make_encoder
+    from calibration.embeddings import EmbeddingCache
+    from router.artifact import Artifact
+
+    art = Artifact.load(artifact)
+    if art.ood_detector is None:
+        raise SystemExit("this artifact has no domain detector (calibrate it with --ood-method domains)")
+    rows = [json.loads(line) for line in (ROOT / "routerdc_7model.jsonl").read_text().split("\n") if line]
+    queries = [r["query"] for r in rows if r["split"] == "test"][: min(rounds, 2000)]
+    x = EmbeddingCache(make_encoder(2)).embed(queries, progress=False)
+    knn_art = Artifact.load(artifact)
+    knn_art.ood_detector = None  # the kNN distance against the threshold the same validation rows gave
+    knn_art.ood_threshold = float(json.loads((artifact / "ood.json").read_text())["held_out_quantiles"]["0.95"])
+    knn_art.ood_cluster_thresholds = np.full(knn_art.k, knn_art.ood_threshold)
+    policies = {"domain detector": Policy(art), "kNN distance": Policy(knn_art)}
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    for i in range(rounds):
+        v = x[i % len(x)][None, :]
+        for name, policy in policies.items():
+            start = time.perf_counter()
+            policy.decide(v, 1.0)
+            times[name].append(time.perf_counter() - start)
+    print(f"Policy.decide, one query, {rounds} rounds interleaved (knn_weight {art.knn_weight:g}, "
+          f"{len(art.reference)} reference rows):")
+    for name, t in times.items():
+        print(f"  {name}: p50 {1000 * statistics.median(t):.3f} ms, p90 {1000 * np.quantile(t, 0.9):.3f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ood_detector", description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="routerdc,llmrouter,routellm,routeprofile")
+    parser.add_argument("--speed", type=Path, metavar="ARTIFACT", help="time the policy with either detector")
+    parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args(argv)
+    if args.speed:
+        speed(args.speed, args.rounds)
+        return 0
     for name in args.datasets.split(","):
         data = load(name)
         print(f"\n## {name}\n\nLeave one domain out (train rows, knob 1), points against the generalist "
