@@ -362,6 +362,9 @@ def fit(
     detect = use_domain_detector(config, domains, refine_embeddings is not None)
     masks = validation_masks(ids, config)
     if any(m.sum() < 20 or (~m).sum() < 20 for m in masks):
+        if config.ood_method == "domains":  # auto falls back to the kNN distance, as small_fit does
+            raise ValueError("too few train rows for a validation slice, which the domain OOD detector is "
+                             "calibrated on: use --ood-method knn or auto")
         return small_fit(embeddings, scores, costs, g, config, k_fixed)
     # A fixed weight of 0 needs no classifier: the domain level is then off, as without domains.
     domain_arr = np.asarray(domains) if domains is not None and config.domain_weight != 0 else None

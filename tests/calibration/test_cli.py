@@ -398,3 +398,21 @@ def test_selection_folds_recorded_or_refused(tmp_path: Path, fake_encoder: FakeE
     assert run(["calibrate", "--out", str(tmp_path / "b"), "--selection-folds", "0", *common], fake_encoder) == 2
     assert "--selection-folds must be an integer from 1 to 20" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_ood_method_chosen_recorded_or_refused(tmp_path: Path, fake_encoder: FakeEncoder, capsys: Any) -> None:
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=90))
+    common = ["--data", str(data), "--generalist", "general", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert run(["calibrate", "--out", str(tmp_path / "d"), *common], fake_encoder) == 0  # auto: three domains
+    ood = json.loads((tmp_path / "d" / "ood.json").read_text())
+    assert ood["method"] == "domain_mahalanobis_energy" and (tmp_path / "d" / "ood_precision.npy").exists()
+    assert Artifact.load(tmp_path / "d").manifest["ood_method"] == "auto"
+    assert "OOD: domain detector" in (tmp_path / "d" / "report.md").read_text()
+    assert run(["calibrate", "--out", str(tmp_path / "k"), "--ood-method", "knn", *common], fake_encoder) == 0
+    assert json.loads((tmp_path / "k" / "ood.json").read_text())["method"] == "knn_cosine_distance"
+    assert not (tmp_path / "k" / "ood_means.npy").exists() and Artifact.load(tmp_path / "k").ood_detector is None
+    capsys.readouterr()
+    bad = ["calibrate", "--out", str(tmp_path / "b"), "--ood-method", "domains", "--no-domains", *common]
+    assert run(bad, fake_encoder) == 2
+    assert "needs train rows from at least 2 domains" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -95,3 +95,14 @@ def test_the_real_artifact_sends_off_topic_chat_to_the_generalist(artifact: Arti
     test = [r["query"] for r in rows if r["split"] == "test"][::20]
     flagged = policy.estimate(embedder.encode(test)).is_ood.mean()
     assert 0.01 < flagged < 0.12
+
+
+def test_too_few_rows_for_the_detector_is_a_clear_error() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    args = ([f"r{i}" for i in range(30)], x, rng.random((30, 2)).round(), np.ones((30, 2)), ["g", "s"], "g")
+    domains = ["a", "b"] * 15
+    assert fit(*args, FitConfig(), progress=False, domains=domains).ood_detector is None  # auto: kNN
+    with pytest.raises(ValueError, match="too few train rows"):
+        fit(*args, FitConfig(ood_method="domains"), progress=False, domains=domains)
