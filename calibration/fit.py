@@ -448,10 +448,11 @@ def fit(
     quantiles = {f"{q:.2f}": float(np.quantile(val_ood, q)) for q in (0.9, 0.95, 0.99)}
     threshold = float(np.quantile(val_ood, config.ood_quantile))
     all_domains = np.asarray(domains) if domains is not None else None
-    detector_parts = None
+    fit_detector = None
     if detect:
         assert all_domains is not None
-        detector_parts = detector_thresholds(fit_ref, all_domains[~val], val_x, folds[0].domains, config)
+        fit_detector, detector_val_scores = detector_thresholds(fit_ref, all_domains[~val], val_x, folds[0].domains,
+                                                                config)
 
     # Final clusters and table on every train row; reference = all train rows (capped, seeded subsample).
     centroids, labels = kmeans(embeddings, k, config.seed)
@@ -466,13 +467,16 @@ def fit(
     if domain_arr is not None and domain_weight > 0:  # the classifier and per-domain table refitted on every row
         final_domains = domain_level(embeddings, domain_arr, scores, costs, g, config, domain_weight)
     detector = None
-    if detector_parts is not None:
+    if fit_detector is not None:
         assert all_domains is not None
         if final_domains is None:  # the classifier serves the detector only: weight 0 in the blend
             final_domains = domain_level(embeddings, all_domains, scores, costs, g, config, 0.0)
         assert final_domains is not None
-        detector = domain_detector(embeddings, all_domains, final_domains.names, *detector_parts[:2])
-        val_ood = detector_parts[2]
+        # The router's detector: means and covariance from every train row (in the classifier's domain order),
+        # thresholds from the validation rows.
+        means, precision = mahalanobis_fit(embeddings, all_domains, final_domains.names)
+        detector = replace(fit_detector, means=means, precision=precision)
+        val_ood = detector_val_scores
     refine = None
     if refine_embeddings is not None:
         refine = refine_fit(refine_embeddings, val, val_x, val_ood, centroids, keep, config)
@@ -532,9 +536,9 @@ def mahalanobis_fit(x: Matrix, domains: npt.NDArray[np.str_], names: list[str]) 
 
 def detector_thresholds(
     fit_x: Matrix, fit_domains: npt.NDArray[np.str_], val_x: Matrix, level: DomainLevel | None, config: FitConfig,
-) -> tuple[tuple[float, float], tuple[float, float], Floats]:
-    """The detector's (threshold, center) for its Mahalanobis and energy parts, from the validation rows scored
-    by means, covariance and classifier fitted without them; and those rows' scores in threshold units."""
+) -> tuple[DomainDetector, Floats]:
+    """The detector fitted without the validation rows, its thresholds and centers from those rows' scores; and
+    those rows' scores in threshold units."""
     names = sorted(set(fit_domains.tolist()))
     means, precision = mahalanobis_fit(fit_x, fit_domains, names)
     if level is None:  # no domain level in this fit: a classifier on the same rows, for its energy only
@@ -544,17 +548,8 @@ def detector_thresholds(
     m = DomainDetector(means, precision, 1.0, 0.0, 1.0, 0.0).mahalanobis(val_x)
     e = level.energy(val_x)
     tm, te = joint_thresholds(m, e, config.ood_quantile)
-    parts = (tm, float(np.median(m))), (te, float(np.median(e)))
-    detector = DomainDetector(means, precision, parts[0][0], parts[0][1], parts[1][0], parts[1][1])
-    return parts[0], parts[1], detector.score(val_x, level)
-
-
-def domain_detector(x: Matrix, domains: npt.NDArray[np.str_], names: list[str], mahalanobis: tuple[float, float],
-                    energy: tuple[float, float]) -> DomainDetector:
-    """The detector the router runs: means and covariance from every train row (in the classifier's domain
-    order), thresholds from the validation rows."""
-    means, precision = mahalanobis_fit(x, domains, names)
-    return DomainDetector(means, precision, mahalanobis[0], mahalanobis[1], energy[0], energy[1])
+    detector = DomainDetector(means, precision, tm, float(np.median(m)), te, float(np.median(e)))
+    return detector, detector.score(val_x, level)
 
 
 def per_cluster_thresholds(

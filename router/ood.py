@@ -13,8 +13,8 @@ optimistically small:
   says no known domain fits it. The two catch different things: distance catches another language or another
   format (RouterDC's cmmlu, humaneval held out of calibration), the classifier catches a task whose words look
   like the known ones but whose pattern is new (held-out gsm8k among ARC and MMLU). Measured on train rows only
-  (docs/results.md, "Out-of-domain detector"): leave-one-domain-out on RouterDC, mean -2.81 -> -1.79 points
-  against the generalist, in-domain accuracy unchanged.
+  (docs/results.md, "The domain OOD detector"; ``python -m bench.ood_detector``): leave-one-domain-out on
+  RouterDC, mean -2.81 -> -1.77 points against the generalist, in-domain accuracy unchanged.
 """
 
 from __future__ import annotations
