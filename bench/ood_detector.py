@@ -1,9 +1,11 @@
-"""Which out-of-domain detector: the kNN distance or the domain detector? Train rows only.
+"""Which out-of-domain detector: the kNN distance, the domain detector's line, or the line with the OOD margin?
+Train rows only.
 
-    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile]
+    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile] [--grid]
 
-Both detectors come from the same ``fit()`` (model selection does not depend on the detector: it routes its
-validation rows with no OOD fallback), so each comparison below differs in the OOD flag alone:
+All variants come from the same ``fit()`` (model selection does not depend on the detector: it routes its
+validation rows with no OOD fallback), so each comparison below differs in the OOD call alone. ``--grid``
+compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from scores 0.25, 0.5 and 0.75:
 
 - **Leave one domain out** (each of the 8 largest domains with >= 100 train rows): ``fit()`` on the other
   domains' train rows, then that domain's train rows routed at knob 1; the difference to the generalist's
@@ -12,7 +14,7 @@ validation rows with no OOD fallback), so each comparison below differs in the O
   routed by a fit on the rest; the validation objective (anchored AIQ, or knob-1 accuracy without a cost
   dimension), and the share flagged.
 
-The figures in docs/results.md, "The domain OOD detector", come from this command.
+The figures in docs/results.md, "The domain OOD detector" and "The OOD margin", come from this command.
 
     .venv/bin/python -m bench.ood_detector --speed ARTIFACT [--rounds 2000]
 
@@ -39,18 +41,29 @@ from calibration.fit import KNOBS, FitConfig, FitResult, quality
 from calibration.lodo import policy_from
 from router.policy import Policy
 
-METHODS = ("knn", "domains")
+# name -> None (the kNN distance) or the detector's (margin at the line, where it starts)
+DEFAULT = {"kNN": None, "domain detector, line alone": (0.0, FitConfig.ood_margin_from),
+           "with the OOD margin": (FitConfig.ood_margin, FitConfig.ood_margin_from)}
+GRID = {"line alone": (0.0, 0.5)} | {f"{m:g} from {s:g}": (m, s) for m in (0.05, 0.075, 0.1, 0.15)
+                                     for s in (0.25, 0.5, 0.75)}
+Variants = dict[str, tuple[float, float] | None]
 
 
-def policies(data: TrainRows, rows: np.ndarray) -> tuple[FitResult, dict[str, Policy]]:
-    """One fit on ``rows``, routed with either detector."""
+def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[FitResult, dict[str, Policy]]:
+    """One fit on ``rows``, routed with each variant's OOD call."""
     result, _ = data.fit(rows, FitConfig(ood_method="domains"))
-    knn = dataclasses.replace(result, ood_detector=None)
+    assert result.ood_detector is not None
     models, g = data.rows.models, data.generalist
-    return result, {"knn": policy_from(knn, models, g), "domains": policy_from(result, models, g)}
+    out = {}
+    for name, margin in variants.items():
+        detector = None if margin is None else dataclasses.replace(
+            result.ood_detector, margin_at_line=margin[0], margin_from=margin[1])
+        out[name] = policy_from(dataclasses.replace(result, ood_detector=detector), models, g)
+    return result, out
 
 
-def held_out(data: TrainRows, limit: int = 8) -> list[tuple[str, float, float, dict[str, tuple[float, float]]]]:
+def held_out(data: TrainRows, variants: Variants,
+             limit: int = 8) -> list[tuple[str, float, float, dict[str, tuple[float, float]]]]:
     domains = np.array(data.rows.domains)
     counts = collections.Counter(domains.tolist())
     out = []
@@ -58,32 +71,38 @@ def held_out(data: TrainRows, limit: int = 8) -> list[tuple[str, float, float, d
         if n < 100:
             break
         mask = domains == name
-        _, routers = policies(data, ~mask)
+        _, routers = policies(data, ~mask, variants)
         x, s = data.x[mask], data.rows.scores[mask]
         g = data.rows.models.index(data.generalist)
         res = {}
         for method, policy in routers.items():
             est = policy.estimate(x)
-            chosen, _ = policy.choose(est, np.ones(len(x)))
-            res[method] = (float(s[np.arange(len(x)), chosen].mean() - s[:, g].mean()), float(est.is_ood.mean()))
+            chosen, reasons = policy.choose(est, np.ones(len(x)))
+            res[method] = (float(s[np.arange(len(x)), chosen].mean() - s[:, g].mean()), ood_share(reasons))
         out.append((name, float(n), float(s[:, g].mean()), res))
     return out
 
 
-def in_domain(data: TrainRows, salt: str) -> tuple[FitResult, dict[str, tuple[float, float]]]:
+def in_domain(data: TrainRows, salt: str, variants: Variants) -> tuple[FitResult, dict[str, tuple[float, float]]]:
     dev = np.array([hash_fraction(salt + i) < 0.2 for i in data.rows.ids])
-    result, routers = policies(data, ~dev)
+    result, routers = policies(data, ~dev, variants)
     x, s, c = data.x[dev], data.rows.scores[dev], data.rows.costs[dev]
     rows = np.arange(len(x))
     res = {}
     for method, policy in routers.items():
         est = policy.estimate(x)
-        points = []
+        points, share = [], 0.0
         for knob in KNOBS:
-            chosen, _ = policy.choose(est, np.full(len(x), knob))
+            chosen, reasons = policy.choose(est, np.full(len(x), knob))
             points.append((float(knob), float(s[rows, chosen].mean()), float(c[rows, chosen].mean())))
-        res[method] = (quality(points, s, c), float(est.is_ood.mean()))
+            share = ood_share(reasons)  # the last knob's: 1
+        res[method] = (quality(points, s, c), share)
     return result, res
+
+
+def ood_share(reasons: list[str]) -> float:
+    """Rows the OOD call sent to the generalist: past the line, or by the margin before it."""
+    return float(np.mean([r in ("ood_fallback", "ood_margin") for r in reasons]))
 
 
 def speed(artifact: Path, rounds: int) -> None:
@@ -121,34 +140,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="routerdc,llmrouter,routellm,routeprofile")
     parser.add_argument("--speed", type=Path, metavar="ARTIFACT", help="time the policy with either detector")
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--grid", action="store_true", help="the OOD margin's settings side by side")
     args = parser.parse_args(argv)
     if args.speed:
         speed(args.speed, args.rounds)
         return 0
+    variants = GRID if args.grid else DEFAULT
+    names = list(variants)
+    head = " | ".join(names)
+    rule = "|---" * len(names)
     for name in args.datasets.split(","):
         data = load(name)
-        print(f"\n## {name}\n\nLeave one domain out (train rows, knob 1), points against the generalist "
-              "(flagged %):\n\n| held-out domain | rows | kNN | domain detector |\n|---|---|---|---|", flush=True)
-        deltas: dict[str, list[float]] = {m: [] for m in METHODS}
-        for domain, n, _, res in held_out(data):
-            for m in METHODS:
+        print(f"\n## {name}\n\nLeave one domain out (train rows, knob 1), points against the generalist (% sent to "
+              f"the generalist by the OOD call):\n\n| held-out domain | rows | {head} |\n|---|---{rule}|", flush=True)
+        deltas: dict[str, list[float]] = {m: [] for m in names}
+        for domain, n, _, res in held_out(data, variants):
+            for m in names:
                 deltas[m].append(100 * res[m][0])
             print(f"| {domain} | {n:.0f} | " + " | ".join(
-                f"{100 * res[m][0]:+.2f} ({100 * res[m][1]:.1f})" for m in METHODS) + " |", flush=True)
-        if deltas["knn"]:
+                f"{100 * res[m][0]:+.2f} ({100 * res[m][1]:.1f})" for m in names) + " |", flush=True)
+        if deltas[names[0]]:
             print("| **mean** / worst | | " + " | ".join(
-                f"**{np.mean(deltas[m]):+.2f}** / {min(deltas[m]):+.2f}" for m in METHODS) + " |")
-        print("\nIn domain, three dev slices (objective, flagged %):\n\n| slice | chosen k / domain weight | kNN "
-              "| domain detector |\n|---|---|---|---|", flush=True)
-        objective: dict[str, list[float]] = {m: [] for m in METHODS}
+                f"**{np.mean(deltas[m]):+.2f}** / {min(deltas[m]):+.2f}" for m in names) + " |")
+        print(f"\nIn domain, three dev slices (objective, % sent to the generalist by the OOD call at knob 1):\n\n"
+              f"| slice | chosen k / domain weight | {head} |\n|---|---{rule}|", flush=True)
+        objective: dict[str, list[float]] = {m: [] for m in names}
         for salt in ("dev:", "dev2:", "dev3:"):
-            result, res = in_domain(data, salt)
+            result, res = in_domain(data, salt, variants)
             weight = result.domains.weight if result.domains is not None else 0.0
-            for m in METHODS:
+            for m in names:
                 objective[m].append(res[m][0])
             print(f"| {salt} | {result.k} / {weight:g} | " + " | ".join(
-                f"{res[m][0]:.4f} ({100 * res[m][1]:.1f})" for m in METHODS) + " |", flush=True)
-        print("| **mean** | | " + " | ".join(f"**{np.mean(objective[m]):.4f}**" for m in METHODS) + " |", flush=True)
+                f"{res[m][0]:.4f} ({100 * res[m][1]:.1f})" for m in names) + " |", flush=True)
+        print("| **mean** | | " + " | ".join(f"**{np.mean(objective[m]):.4f}**" for m in names) + " |", flush=True)
     return 0
 
 

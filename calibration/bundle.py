@@ -120,6 +120,7 @@ def write_artifact(
                 "score": "max over the parts of (score - center) / (threshold - center); above 1.0 is out of domain",
                 "mahalanobis": {"threshold": detector.mahalanobis_threshold, "center": detector.mahalanobis_center},
                 "energy": {"threshold": detector.energy_threshold, "center": detector.energy_center},
+                "margin": {"at_line": detector.margin_at_line, "from": detector.margin_from},
                 "quantile": extra.get("ood_quantile"),
                 "held_out_quantiles": fit.ood_quantiles,
                 "cluster_thresholds": None,

@@ -101,6 +101,7 @@ def evaluate(
         chosen, reasons = policy.choose(est, np.full(n, knob))
         if knob == 1.0:
             triage_choice = chosen  # what the per-domain table compares at knob 1
+            margined = np.array([r == "ood_margin" for r in reasons], dtype=bool)
         acc, cost = picked(test_s, test_c, chosen)
         triage.append(
             {
@@ -108,6 +109,7 @@ def evaluate(
                 "accuracy": acc,
                 "cost": cost,
                 "ood_fallback_rate": float(np.mean([r == "ood_fallback" for r in reasons])),
+                "ood_margin_rate": float(np.mean([r == "ood_margin" for r in reasons])),
                 "cliff_rate": float(np.mean([r == "cliff" for r in reasons])),
                 "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)},
             }
@@ -155,7 +157,8 @@ def evaluate(
             "cost_range": [cmin, cmax],
         }
     if test_domains is not None and domain_best is not None:
-        result.update(_by_domain(models, test_s, test_c, est, triage_choice, list(test_domains), domain_best))
+        result.update(_by_domain(models, test_s, test_c, est, triage_choice, margined, list(test_domains),
+                                 domain_best))
     if policy.artifact.refine is not None:
         result["refined_rate"] = float(est.refined.mean())  # in-domain test rows the refine embedder re-scored
     result["in_domain_ood_scores"] = est.ood_score
@@ -163,13 +166,15 @@ def evaluate(
     if ood_x is not None and ood_s is not None and ood_c is not None and len(ood_x):
         ood_est = policy.estimate(ood_x, rows_of(ood_refine))
         g = models.index(policy.artifact.generalist)
-        chosen, _ = policy.choose(ood_est, np.ones(len(ood_x)))
+        chosen, ood_reasons = policy.choose(ood_est, np.ones(len(ood_x)))
         acc, cost = picked(ood_s, ood_c, chosen)
         result["ood"] = {
             "n": len(ood_x),
             "auroc": auroc(est.ood_score, ood_est.ood_score),
             "flagged_rate": float(ood_est.is_ood.mean()),
             "in_domain_flagged_rate": float(est.is_ood.mean()),
+            "ood_margin_rate": float(np.mean([r == "ood_margin" for r in ood_reasons])),  # at knob 1
+            "in_domain_ood_margin_rate": float(margined.mean()),
             "routed_accuracy_knob1": acc,
             "generalist_accuracy": float(ood_s[:, g].mean()),
             "best_single_accuracy": float(ood_s.mean(axis=0).max()),
@@ -179,7 +184,7 @@ def evaluate(
 
 
 def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates, triage_choice: npt.NDArray[np.intp],
-               domains: list[str], domain_best: Mapping[str, int]) -> dict[str, Any]:
+               margined: npt.NDArray[np.bool_], domains: list[str], domain_best: Mapping[str, int]) -> dict[str, Any]:
     labels = np.array(domains)
     pick = np.array([domain_best[d] for d in domains], dtype=np.intp)
     acc, cost = picked(scores, costs, pick)
@@ -193,6 +198,7 @@ def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates,
             "n": n,
             "triage_knob1": float(scores[rows[m], triage_choice[m]].mean()),
             "ood_flagged_rate": float(est.is_ood[m].mean()),
+            "ood_margin_rate": float(margined[m].mean()),  # sent to the generalist by the OOD margin, knob 1
             "train_best": models[j],
             "train_best_accuracy": float(scores[m, j].mean()),
             "test_best_accuracy": float(scores[m].mean(axis=0).max()),

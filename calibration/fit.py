@@ -58,6 +58,14 @@ class FitConfig:
     # energy), which needs rows from at least two domains. "auto": "domains" when the rows name two or more and
     # neither a refine tier nor per-cluster thresholds are asked for (those refine the kNN score), else "knn".
     ood_method: str = "auto"
+    # The domain detector's OOD margin (router/ood.py ``DomainDetector.margin``): from score ``ood_margin_from``
+    # (0 = the held-out median, 1 = the line) a specialist must beat the generalist's estimated accuracy by a
+    # margin rising linearly to ``ood_margin`` at the line. Fixed, not chosen per dataset: an in-domain
+    # validation slice cannot see what it protects against. Chosen on train rows only (docs/results.md, "The
+    # OOD margin"): the smallest of 0.05/0.075/0.1/0.15 at which RouterDC's train-only leave-one-domain-out was
+    # at least even with the generalist on average.
+    ood_margin: float = 0.1
+    ood_margin_from: float = 0.5
     min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
@@ -511,6 +519,9 @@ def use_domain_detector(config: FitConfig, domains: list[str] | None, refine: bo
     asked for and cannot be had."""
     if config.ood_method not in ("auto", "knn", "domains"):
         raise ValueError(f"ood_method must be 'auto', 'knn' or 'domains', not {config.ood_method!r}")
+    if not 0 <= config.ood_margin <= 1 or not 0 <= config.ood_margin_from < 1:
+        raise ValueError(f"the OOD margin must lie in [0, 1] (got {config.ood_margin!r}) and start in [0, 1) "
+                         f"(got {config.ood_margin_from!r})")
     if config.ood_method == "knn":
         return False
     enough = domains is not None and len(set(domains)) >= 2
@@ -548,7 +559,8 @@ def detector_thresholds(
     m = DomainDetector(means, precision, 1.0, 0.0, 1.0, 0.0).mahalanobis(val_x)
     e = level.energy(val_x)
     tm, te = joint_thresholds(m, e, config.ood_quantile)
-    detector = DomainDetector(means, precision, tm, float(np.median(m)), te, float(np.median(e)))
+    detector = DomainDetector(means, precision, tm, float(np.median(m)), te, float(np.median(e)),
+                              config.ood_margin, config.ood_margin_from)
     return detector, detector.score(val_x, level)
 
 

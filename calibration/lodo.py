@@ -54,7 +54,7 @@ def policy_from(result: FitResult, models: list[str], generalist: str, refine_na
 def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarray | None,
                  x2: np.ndarray | None = None) -> dict[str, Any]:
     est = policy.estimate(x, rows_of(x2))
-    chosen, _ = policy.choose(est, np.ones(len(x)))
+    chosen, reasons = policy.choose(est, np.ones(len(x)))
     g = policy.generalist_index
     rows = np.arange(len(x))
     out = {
@@ -63,6 +63,7 @@ def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarr
         "generalist_accuracy": float(s[:, g].mean()),
         "best_single_accuracy": float(s.mean(axis=0).max()),
         "flagged_ood": float(est.is_ood.mean()),
+        "ood_margin": float(np.mean([r == "ood_margin" for r in reasons])),  # sent to the generalist by it
     }
     if policy.artifact.refine is not None:
         out["refined"] = float(est.refined.mean())
@@ -84,10 +85,12 @@ def run(
     use_domains: bool = True,
     selection_folds: int = FitConfig.selection_folds,
     ood_method: str = FitConfig.ood_method,
+    ood_margin: tuple[float, float] = (FitConfig.ood_margin, FitConfig.ood_margin_from),
 ) -> dict[str, Any]:
     """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
     ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds`` and
-    ``ood_method``: as ``triage calibrate --selection-folds / --ood-method``."""
+    ``ood_method``, ``ood_margin``: as ``triage calibrate --selection-folds / --ood-method / --ood-margin
+    --ood-margin-from``."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -100,7 +103,8 @@ def run(
     results: dict[str, Any] = {}
     trained = sorted(set(domains[is_train]))
 
-    config = FitConfig(selection_folds=selection_folds, ood_method=ood_method)
+    config = FitConfig(selection_folds=selection_folds, ood_method=ood_method, ood_margin=ood_margin[0],
+                       ood_margin_from=ood_margin[1])
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
@@ -161,16 +165,17 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.",
         "",
-        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | AUROC | k "
-        "| domain weight | OOD method |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | OOD margin % "
+        "| AUROC | k | domain weight | OOD method |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, r in report["domains"].items():
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
         lines.append(
             f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
             f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
-            f"{100 * r['flagged_ood']:.1f} | {r.get('auroc', float('nan')):.3f} | {r['k']} | "
+            f"{100 * r['flagged_ood']:.1f} | {100 * r.get('ood_margin', 0.0):.1f} | "
+            f"{r.get('auroc', float('nan')):.3f} | {r['k']} | "
             f"{r.get('domain_weight', 0.0):g} | {r.get('ood_method', 'knn')} |"
         )
     s = report["summary"]
@@ -253,6 +258,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
             not args.no_domains,
             args.selection_folds,
             args.ood_method,
+            (args.ood_margin, args.ood_margin_from),
         )
     except ValueError as exc:  # e.g. --ood-method domains with --refine-ood
         print(f"triage eval: error: {exc}", file=sys.stderr)

@@ -152,13 +152,14 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
             "it to the model with the best accuracy on that domain's fitted rows: the gain there is to take by",
             "recognising domains alone.",
             "",
-            "| domain | n | Triage % | flagged OOD % | domain's best model (fitted rows) | its accuracy % "
-            "| best model on these rows % |",
-            "|---|---|---|---|---|---|---|",
+            "| domain | n | Triage % | flagged OOD % | OOD margin % | domain's best model (fitted rows) "
+            "| its accuracy % | best model on these rows % |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in result["per_domain"]:
             lines.append(f"| {r['domain']} | {r['n']} | {pct(r['triage_knob1'])} | {pct(r['ood_flagged_rate'])} | "
-                         f"{r['train_best']} | {pct(r['train_best_accuracy'])} | {pct(r['test_best_accuracy'])} |")
+                         f"{pct(r['ood_margin_rate'])} | {r['train_best']} | {pct(r['train_best_accuracy'])} | "
+                         f"{pct(r['test_best_accuracy'])} |")
     if "ood" in result:
         o = result["ood"]
         lines += [
@@ -169,6 +170,8 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
             f"- AUROC of the OOD score (held-out domains vs in-domain test): {o['auroc']:.4f}",
             f"- flagged: {pct(o['flagged_rate'])} % of held-out-domain rows, "
             f"{pct(o['in_domain_flagged_rate'])} % of in-domain rows",
+            f"- sent to the generalist by the OOD margin at knob 1: {pct(o['ood_margin_rate'])} % of held-out-domain "
+            f"rows, {pct(o['in_domain_ood_margin_rate'])} % of in-domain rows",
             f"- routed accuracy at knob 1: {pct(o['routed_accuracy_knob1'])} % vs generalist "
             f"{pct(o['generalist_accuracy'])} % (best single on them {pct(o['best_single_accuracy'])} %)",
         ]
@@ -190,7 +193,9 @@ def ood_line(fit: FitResult, info: dict[str, Any]) -> str:
         return (
             "- OOD: domain detector (Mahalanobis distance to the nearest of the train domains' means, threshold "
             f"{d.mahalanobis_threshold:.4g}, or the domain classifier's energy, threshold {d.energy_threshold:.4g}): "
-            f"together they flag 1 - {info['ood_quantile']:g} of the held-out validation rows"
+            f"together they flag 1 - {info['ood_quantile']:g} of the held-out validation rows; below that line a "
+            f"specialist must beat the generalist's estimated accuracy by an OOD margin rising from 0 at score "
+            f"{d.margin_from:g} to {d.margin_at_line:g} at the line"
         )
     return (
         f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries; threshold {fit.ood_threshold:.4f} "

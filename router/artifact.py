@@ -32,6 +32,9 @@ uses its classifier; its weight may be 0) and::
     ood_means.npy      (D, dim) float64 each domain's mean embedding, in domains.json's order
     ood_precision.npy  (dim, dim) float64 inverse of the shared within-domain covariance
 
+Format version 4 adds the detector's OOD margin, ood.json ``margin: {at_line, from}`` (``DomainDetector.margin``):
+a version-3 router would route such an artifact without it.
+
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
 """
@@ -51,10 +54,10 @@ from router.domains import DomainLevel
 from router.ood import DomainDetector
 
 # Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). Version 3
-# (2026-12-02): the domain OOD detector (router/ood.py). A router that reads only older versions refuses a newer
-# artifact instead of routing it with rules it does not know.
-FORMAT_VERSION = 3
-SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
+# (2026-12-02): the domain OOD detector (router/ood.py). Version 4 (2026-12-02): its OOD margin. A router that
+# reads only older versions refuses a newer artifact instead of routing it with rules it does not know.
+FORMAT_VERSION = 4
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4)
 OOD_METHODS = ("knn_cosine_distance", "domain_mahalanobis_energy")
 NORMALISATION = "l2"
 REQUIRED_FILES = (
@@ -261,7 +264,17 @@ class Artifact:
             return threshold, center
 
         (tm, cm), (te, ce) = part("mahalanobis"), part("energy")
-        self.ood_detector = DomainDetector(means.astype(np.float64), precision.astype(np.float64), tm, cm, te, ce)
+        at_line, start = 0.0, 0.5  # format 3 had no margin: the line alone
+        if version >= 4:
+            spec = ood.get("margin")
+            if not isinstance(spec, dict):
+                raise ArtifactError("ood.json: margin must be {at_line, from} (format_version 4)")
+            at_line = _finite(spec.get("at_line"), "ood.json: margin.at_line")
+            start = _finite(spec.get("from"), "ood.json: margin.from")
+            if not 0 <= at_line <= 1 or not 0 <= start < 1:
+                raise ArtifactError("ood.json: margin.at_line must lie in [0, 1] and margin.from in [0, 1)")
+        self.ood_detector = DomainDetector(means.astype(np.float64), precision.astype(np.float64), tm, cm, te, ce,
+                                           at_line, start)
         # Its scores are in units of its thresholds, so the line is 1.0 wherever the query lands.
         self.ood_threshold = 1.0
         self.ood_cluster_thresholds = np.ones(self.k)

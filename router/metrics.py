@@ -63,7 +63,7 @@ class Metrics:
             self.cost_usd.labels(name)
             for kind in ("prompt", "completion"):
                 self.tokens.labels(name, kind)
-        for reason in ("ood", "cliff", "backend_error", "circuit_open"):
+        for reason in ("ood", "ood_margin", "cliff", "backend_error", "circuit_open"):
             self.fallbacks.labels(reason)
         self.counterfactual_cost_usd.inc(0)
 

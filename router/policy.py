@@ -16,8 +16,10 @@ min-max (``query``), which counts a 0.01 accuracy edge on one query as much as a
 Eligible = available, and not past its cliff in the query's nearest cluster. A query whose out-of-domain score
 exceeds the calibrated threshold goes to the generalist ("ood_fallback"); the score is the distance to the
 nearest calibration queries, or, in artifacts with a domain detector (router/ood.py), the detector's score in
-units of its thresholds. Ties go to the cheaper model, then to
-the generalist, then to the artifact's model order.
+units of its thresholds. Below the line, a detector with an OOD margin (``DomainDetector.margin``) lowers every
+specialist's expected accuracy by a margin that grows as the score nears the line, so a specialist must beat the
+generalist by that much to answer ("ood_margin" when that sends the query to the generalist). Ties go to the
+cheaper model, then to the generalist, then to the artifact's model order.
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ class Decision:
     ood_score: float
     is_ood: bool
     knob: float
-    reason: str  # "best" | "ood_fallback" | "cliff"
+    reason: str  # "best" | "ood_fallback" | "ood_margin" | "cliff"
     candidates: tuple[Candidate, ...]
     generalist: str = ""
     ood_refined: bool = False  # the OOD call came from the artifact's refine embedder
     domain: str = ""  # the calibration domain the query looks most like ("" without a domain level)
+    ood_margin: float = 0.0  # expected accuracy taken off each specialist for this query's OOD score
 
     def fallbacks(self) -> list[str]:
         """Eligible models after ``model`` by utility, then the generalist (always last resort)."""
@@ -85,6 +88,7 @@ class Decision:
             "is_ood": self.is_ood,
             "ood_refined": self.ood_refined,
             "domain": self.domain,
+            "ood_margin": self.ood_margin,
             "knob": self.knob,
             "reason": self.reason,
             "candidates": [c.to_dict() for c in self.candidates],
@@ -102,6 +106,7 @@ class Estimates:
     cost: npt.NDArray[np.float64]  # (n, m) expected cost
     refined: npt.NDArray[np.bool_]  # (n,) OOD call made by the refine embedder (all False without a tier)
     domain: npt.NDArray[np.intp] | None = None  # (n,) likeliest calibration domain (None without a domain level)
+    margin: npt.NDArray[np.float64] | None = None  # (n,) accuracy taken off the specialists (None: no OOD margin)
 
 
 class Policy:
@@ -139,8 +144,11 @@ class Policy:
                 _, nearest, sims = knn(x, a.reference, k)
             else:
                 nearest, sims = neighbours
+        margin = None
         if detector is not None and a.domains is not None:
             ood_score = detector.score(x, a.domains)
+            if detector.margin_at_line > 0:
+                margin = detector.margin(ood_score)
         else:
             assert sims is not None
             ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
@@ -159,6 +167,7 @@ class Policy:
             cost=cost,
             refined=refined,
             domain=domain,
+            margin=margin,
         )
 
     def _out_of_domain(
@@ -196,8 +205,9 @@ class Policy:
         return avail, eligible
 
     def utilities(
-        self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_]
+        self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_], margin: bool = True
     ) -> npt.NDArray[np.float64]:
+        """(n, m) utility per row and model; ``margin``: with the OOD margin taken off the specialists' accuracy."""
         def norm(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             masked_lo = np.where(avail[None, :], values, np.inf).min(axis=1, keepdims=True)
             masked_hi = np.where(avail[None, :], values, -np.inf).max(axis=1, keepdims=True)
@@ -209,15 +219,19 @@ class Policy:
         if not avail.any():
             return np.zeros_like(est.accuracy)
         k = knobs[:, None]
+        accuracy = est.accuracy
+        if margin and est.margin is not None:
+            specialist = np.arange(accuracy.shape[1]) != self.generalist_index
+            accuracy = accuracy - est.margin[:, None] * specialist[None, :]
         if self.artifact.normalisation == "global":
             acc_span = float(np.ptp(self.overall_accuracy[avail]))
             cost_span = float(np.ptp(self.overall_cost[avail]))
             # Equal overall accuracy: no scale to compare with cost, so accuracy counts in its own units; equal
             # cost: cost cannot separate the models (as with per-query min-max).
-            accuracy = est.accuracy / (acc_span if acc_span > 1e-9 else 1.0)
+            accuracy = accuracy / (acc_span if acc_span > 1e-9 else 1.0)
             cost = est.cost / cost_span if cost_span > 0 else np.zeros_like(est.cost)
             return k * accuracy - (1 - k) * cost
-        return k * norm(est.accuracy) - (1 - k) * norm(est.cost)
+        return k * norm(accuracy) - (1 - k) * norm(est.cost)
 
     def _argmax(
         self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]
@@ -241,21 +255,30 @@ class Policy:
     ) -> tuple[npt.NDArray[np.intp], list[str]]:
         """Vectorised decision: (model index per row, reason per row)."""
         avail, eligible = self._mask(est, available)
-        return self._choose(est, avail, eligible, self.utilities(est, knobs, avail))
+        return self._choose(est, avail, eligible, knobs, self.utilities(est, knobs, avail))
 
     def _choose(
         self,
         est: Estimates,
         avail: npt.NDArray[np.bool_],
         eligible: npt.NDArray[np.bool_],
+        knobs: npt.NDArray[np.float64],
         utility: npt.NDArray[np.float64],
     ) -> tuple[npt.NDArray[np.intp], list[str]]:
+        g = self.generalist_index
         chosen = self._argmax(utility, est.cost, eligible)
         unconstrained = self._argmax(utility, est.cost, np.broadcast_to(avail, eligible.shape))
-        chosen = np.where(est.is_ood, self.generalist_index, chosen)
+        # The margin's doing: the generalist now, another model without the margin.
+        margined = np.zeros(len(chosen), dtype=bool)
+        if est.margin is not None:
+            rows = (chosen == g) & (est.margin > 0)
+            if rows.any():
+                plain = self._argmax(self.utilities(est, knobs, avail, margin=False), est.cost, eligible)
+                margined = rows & (plain != g)
+        chosen = np.where(est.is_ood, g, chosen)
         reasons = [
-            "ood_fallback" if o else ("cliff" if self.artifact.cliff[c, u] else "best")
-            for o, c, u in zip(est.is_ood, est.cluster, unconstrained, strict=True)
+            "ood_fallback" if o else ("ood_margin" if mg else ("cliff" if self.artifact.cliff[c, u] else "best"))
+            for o, mg, c, u in zip(est.is_ood, margined, est.cluster, unconstrained, strict=True)
         ]
         return chosen.astype(np.intp), reasons
 
@@ -276,7 +299,7 @@ class Policy:
         # Mask and utilities once: the per-candidate detail below reuses what the choice was made from.
         avail, eligible = self._mask(est, available)
         utility = self.utilities(est, knob_arr, avail)
-        chosen, reasons = self._choose(est, avail, eligible, utility)
+        chosen, reasons = self._choose(est, avail, eligible, knob_arr, utility)
         domain_names = self.artifact.domains.names if self.artifact.domains is not None else []
         decisions = []
         for i in range(n):
@@ -321,6 +344,7 @@ class Policy:
                     generalist=self.artifact.generalist,
                     ood_refined=bool(est.refined[i]),
                     domain=domain_names[int(est.domain[i])] if est.domain is not None else "",
+                    ood_margin=float(est.margin[i]) if est.margin is not None else 0.0,
                 )
             )
         return decisions

@@ -312,10 +312,9 @@ class Triage:
         metrics.request_seconds.labels(backend).observe(seconds)
         if routed.ood_score is not None:
             metrics.ood_score.observe(routed.ood_score)
-        if routed.reason == "ood_fallback":
-            metrics.fallbacks.labels("ood").inc()
-        elif routed.reason == "cliff":
-            metrics.fallbacks.labels("cliff").inc()
+        fallback = {"ood_fallback": "ood", "ood_margin": "ood_margin", "cliff": "cliff"}.get(routed.reason)
+        if fallback is not None:
+            metrics.fallbacks.labels(fallback).inc()
         accuracy = routed.expected_accuracy()
         if accuracy is not None:
             metrics.expected_accuracy.labels(backend).observe(accuracy)

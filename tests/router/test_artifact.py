@@ -228,10 +228,39 @@ def test_domain_detector_loads_and_scores_in_threshold_units(tmp_path: Path) -> 
     assert est.is_ood.tolist() == [False, True] and est.ood_score == pytest.approx(score)
 
 
+def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
+    """Format 4: between ``from`` and the line a specialist must beat the generalist's estimated accuracy by a
+    margin rising to ``at_line``. Both queries lie nearest domain alpha, where 'cheap' is estimated 0.95 and the
+    generalist 0.5: one near alpha's mean (score < 0, no margin), one at score 0.6 (margin 0.6 at_line 1.0)."""
+    c = np.array([0.8, 0.6])
+    x = np.stack([np.zeros(2), np.sqrt(1 - c**2), c, np.zeros(2)], axis=1).astype(np.float32)
+    # squared distance to alpha's mean 2 - 2c: (0.4 - 0.5) / 0.5 = -0.2 and (0.8 - 0.5) / 0.5 = 0.6 in threshold
+    # units; energy about -20c: (-16 + 10) / 5 = -1.2 and (-12 + 10) / 5 = -0.4
+    steep = Artifact.load(add_detector(write_artifact(tmp_path / "a"), version=4,
+                                       margin={"at_line": 1.0, "from": 0.0}), embedder_dim=DIM)
+    first, second = Policy(steep).decide(x, 1.0)
+    assert (first.model, first.reason, first.ood_margin) == ("cheap", "best", 0.0)
+    assert (second.model, second.reason, second.is_ood) == ("general", "ood_margin", False)
+    assert second.ood_margin == pytest.approx(0.6, abs=1e-3) and second.to_dict()["ood_margin"] == second.ood_margin
+    # a margin of 0.3 at that score is less than cheap's 0.45 edge: it answers
+    gentle = Artifact.load(add_detector(write_artifact(tmp_path / "b"), version=4,
+                                        margin={"at_line": 0.5, "from": 0.0}), embedder_dim=DIM)
+    assert [d.model for d in Policy(gentle).decide(x, 1.0)] == ["cheap", "cheap"]
+    # format 3 had no margin: the line alone
+    plain = Artifact.load(add_detector(write_artifact(tmp_path / "c")), embedder_dim=DIM)
+    assert plain.ood_detector is not None and plain.ood_detector.margin_at_line == 0.0
+    assert Policy(plain).estimate(x).margin is None
+    assert [d.reason for d in Policy(plain).decide(x, 1.0)] == ["best", "best"]
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         (lambda p: add_detector(p, version=2), "needs format_version 3"),
+        (lambda p: add_detector(p, version=4), r"margin must be \{at_line, from\} \(format_version 4\)"),
+        (lambda p: add_detector(p, version=4, margin={"at_line": 2.0, "from": 0.5}), "margin.at_line must lie in"),
+        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1, "from": 1.0}), "margin.from in"),
+        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1}), "margin.from must be a finite number"),
         (lambda p: add_detector(p, means=np.eye(DIM)[:3]), r"ood_means.npy: shape \(3, 4\), expected \(2, 4\)"),
         (lambda p: add_detector(p, energy={"threshold": -5.0}), "energy.center must be a finite number"),
         (lambda p: add_detector(p, mahalanobis={"threshold": 0.2, "center": 0.5}), "threshold must exceed"),

@@ -54,6 +54,16 @@ def test_the_detector_needs_two_domains_and_no_knn_refinement() -> None:
         use_domain_detector(FitConfig(ood_method="domains", ood_per_cluster=True), ["a", "b"], refine=False)
     with pytest.raises(ValueError, match="must be 'auto'"):
         use_domain_detector(FitConfig(ood_method="lof"), ["a", "b"], refine=False)
+    for margin, start in ((-0.1, 0.5), (1.5, 0.5), (0.1, 1.0), (0.1, -0.2)):
+        with pytest.raises(ValueError, match="the OOD margin must lie in"):
+            use_domain_detector(FitConfig(ood_margin=margin, ood_margin_from=start), ["a", "b"], refine=False)
+
+
+def test_the_margin_rises_from_its_start_to_the_line() -> None:
+    detector = DomainDetector(np.zeros((2, 3)), np.eye(3), 1.0, 0.0, 1.0, 0.0, margin_at_line=0.1, margin_from=0.5)
+    score = np.array([-2.0, 0.5, 0.75, 1.0, 4.0])
+    assert detector.margin(score) == pytest.approx([0.0, 0.0, 0.05, 0.1, 0.1])
+    assert DomainDetector(np.zeros((2, 3)), np.eye(3), 1.0, 0.0, 1.0, 0.0).margin(score) == pytest.approx([0.0] * 5)
 
 
 def test_fit_calibrates_the_detector_on_held_out_rows() -> None:
