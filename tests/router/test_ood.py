@@ -107,6 +107,26 @@ def test_the_real_artifact_sends_off_topic_chat_to_the_generalist(artifact: Arti
     assert 0.01 < flagged < 0.12
 
 
+def test_the_real_margin_turns_back_only_small_edges_near_the_line(artifact: Artifact, embedder: Embedder,
+                                                                   shared_data: Path) -> None:
+    """The default OOD margin on the real artifact: some in-domain test queries between score 0.5 and the line go
+    to the generalist, each one where the best specialist's estimated edge was smaller than its margin."""
+    detector = artifact.ood_detector
+    assert detector is not None and (detector.margin_at_line, detector.margin_from) == (0.1, 0.5)
+    text = (shared_data / "routing" / "routerdc_7model.jsonl").read_text()
+    rows = [json.loads(line) for line in text.split("\n") if line]
+    test = [r["query"] for r in rows if r["split"] == "test"][::20]
+    decisions = Policy(artifact).decide(embedder.encode(test), 1.0)
+    margined = [d for d in decisions if d.reason == "ood_margin"]
+    assert 0 < len(margined) < 0.2 * len(decisions)
+    for d in margined:
+        assert d.model == artifact.generalist and not d.is_ood and 0.5 < d.ood_score <= 1.0
+        edge = max(c.expected_accuracy for c in d.candidates if c.eligible) - next(
+            c.expected_accuracy for c in d.candidates if c.model == artifact.generalist)
+        assert 0 < edge < d.ood_margin == pytest.approx(0.1 * (d.ood_score - 0.5) / 0.5)
+    assert all(d.ood_margin == 0 for d in decisions if d.ood_score <= 0.5)
+
+
 def test_too_few_rows_for_the_detector_is_a_clear_error() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(30, 8)).astype(np.float32)
