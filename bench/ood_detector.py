@@ -1,11 +1,12 @@
 """Which out-of-domain detector: the kNN distance, the domain detector's line, or the line with the OOD margin?
 Train rows only.
 
-    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile] [--grid]
+    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile] [--grid | --parts]
 
 All variants come from the same ``fit()`` (model selection does not depend on the detector: it routes its
 validation rows with no OOD fallback), so each comparison below differs in the OOD call alone. ``--grid``
-compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from scores 0.25, 0.5 and 0.75:
+compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from scores 0.25, 0.5 and 0.75;
+``--parts`` the margin read from the detector's score (the larger part) or from the energy part alone:
 
 - **Leave one domain out** (each of the 8 largest domains with >= 100 train rows): ``fit()`` on the other
   domains' train rows, then that domain's train rows routed at knob 1; the difference to the generalist's
@@ -41,12 +42,15 @@ from calibration.fit import KNOBS, FitConfig, FitResult, quality
 from calibration.lodo import policy_from
 from router.policy import Policy
 
-# name -> None (the kNN distance) or the detector's (margin at the line, where it starts)
-DEFAULT = {"kNN": None, "domain detector, line alone": (0.0, FitConfig.ood_margin_from),
-           "with the OOD margin": (FitConfig.ood_margin, FitConfig.ood_margin_from)}
-GRID = {"line alone": (0.0, 0.5)} | {f"{m:g} from {s:g}": (m, s) for m in (0.05, 0.075, 0.1, 0.15)
-                                     for s in (0.25, 0.5, 0.75)}
-Variants = dict[str, tuple[float, float] | None]
+# name -> None (the kNN distance) or the detector's (margin at the line, where it starts, the score it reads)
+DEFAULT = {"kNN": None, "domain detector, line alone": (0.0, FitConfig.ood_margin_from, "max"),
+           "with the OOD margin": (FitConfig.ood_margin, FitConfig.ood_margin_from, FitConfig.ood_margin_score)}
+GRID = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}": (m, s, "max") for m in (0.05, 0.075, 0.1, 0.15)
+                                            for s in (0.25, 0.5, 0.75)}
+# The margin read from the detector's score (the larger of its parts) or from the energy part alone.
+PARTS = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}, {p}": (m, s, p) for m, s in ((0.1, 0.5), (0.15, 0.5))
+                                             for p in ("max", "energy")}
+Variants = dict[str, tuple[float, float, str] | None]
 
 
 def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[FitResult, dict[str, Policy]]:
@@ -57,7 +61,7 @@ def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[Fit
     out = {}
     for name, margin in variants.items():
         detector = None if margin is None else dataclasses.replace(
-            result.ood_detector, margin_at_line=margin[0], margin_from=margin[1])
+            result.ood_detector, margin_at_line=margin[0], margin_from=margin[1], margin_score=margin[2])
         out[name] = policy_from(dataclasses.replace(result, ood_detector=detector), models, g)
     return result, out
 
@@ -141,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=Path, metavar="ARTIFACT", help="time the policy with either detector")
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--grid", action="store_true", help="the OOD margin's settings side by side")
+    parser.add_argument("--parts", action="store_true",
+                        help="the OOD margin read from the detector's score or from its energy part alone")
     args = parser.parse_args(argv)
     if args.speed:
         speed(args.speed, args.rounds)
         return 0
-    variants = GRID if args.grid else DEFAULT
+    variants = GRID if args.grid else PARTS if args.parts else DEFAULT
     names = list(variants)
     head = " | ".join(names)
     rule = "|---" * len(names)

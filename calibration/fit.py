@@ -67,6 +67,10 @@ class FitConfig:
     # one with the best in-domain objective.
     ood_margin: float = 0.1
     ood_margin_from: float = 0.5
+    # The score the margin reads: "energy" (that part alone) or "max" (the detector's score, the larger part). The
+    # energy says how well the query fits a *known* domain; a far but recognisable query (the spread-out MMLU) keeps
+    # its domain's estimates. Chosen by the same rule on train rows (``python -m bench.ood_detector --parts``).
+    ood_margin_score: str = "energy"
     min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
     knn_weights: tuple[float, ...] = (0.0, 0.3, 0.6)
@@ -523,6 +527,8 @@ def use_domain_detector(config: FitConfig, domains: list[str] | None, refine: bo
     if not 0 <= config.ood_margin <= 1 or not 0 <= config.ood_margin_from < 1:
         raise ValueError(f"the OOD margin must lie in [0, 1] (got {config.ood_margin!r}) and start in [0, 1) "
                          f"(got {config.ood_margin_from!r})")
+    if config.ood_margin_score not in ("max", "energy"):
+        raise ValueError(f"the OOD margin reads 'max' or 'energy', not {config.ood_margin_score!r}")
     if config.ood_method == "knn":
         return False
     enough = domains is not None and len(set(domains)) >= 2
@@ -561,7 +567,7 @@ def detector_thresholds(
     e = level.energy(val_x)
     tm, te = joint_thresholds(m, e, config.ood_quantile)
     detector = DomainDetector(means, precision, tm, float(np.median(m)), te, float(np.median(e)),
-                              config.ood_margin, config.ood_margin_from)
+                              config.ood_margin, config.ood_margin_from, config.ood_margin_score)
     return detector, detector.score(val_x, level)
 
 

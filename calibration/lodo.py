@@ -85,12 +85,13 @@ def run(
     use_domains: bool = True,
     selection_folds: int = FitConfig.selection_folds,
     ood_method: str = FitConfig.ood_method,
-    ood_margin: tuple[float, float] = (FitConfig.ood_margin, FitConfig.ood_margin_from),
+    ood_margin: tuple[float, float, str] = (FitConfig.ood_margin, FitConfig.ood_margin_from,
+                                            FitConfig.ood_margin_score),
 ) -> dict[str, Any]:
     """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
     ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds`` and
     ``ood_method``, ``ood_margin``: as ``triage calibrate --selection-folds / --ood-method / --ood-margin
-    --ood-margin-from``."""
+    --ood-margin-from --ood-margin-score``."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -104,7 +105,7 @@ def run(
     trained = sorted(set(domains[is_train]))
 
     config = FitConfig(selection_folds=selection_folds, ood_method=ood_method, ood_margin=ood_margin[0],
-                       ood_margin_from=ood_margin[1])
+                       ood_margin_from=ood_margin[1], ood_margin_score=ood_margin[2])
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
@@ -258,7 +259,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
             not args.no_domains,
             args.selection_folds,
             args.ood_method,
-            (args.ood_margin, args.ood_margin_from),
+            (args.ood_margin, args.ood_margin_from, args.ood_margin_score),
         )
     except ValueError as exc:  # e.g. --ood-method domains with --refine-ood
         print(f"triage eval: error: {exc}", file=sys.stderr)

@@ -195,7 +195,8 @@ def ood_line(fit: FitResult, info: dict[str, Any]) -> str:
             f"{d.mahalanobis_threshold:.4g}, or the domain classifier's energy, threshold {d.energy_threshold:.4g}): "
             f"together they flag 1 - {info['ood_quantile']:g} of the held-out validation rows; below that line a "
             f"specialist must beat the generalist's estimated accuracy by an OOD margin rising from 0 at score "
-            f"{d.margin_from:g} to {d.margin_at_line:g} at the line"
+            f"{d.margin_from:g} to {d.margin_at_line:g} at the line (read from "
+            f"{'the energy part' if d.margin_score == 'energy' else 'the detector score'})"
         )
     return (
         f"- OOD: mean cosine distance to {fit.ood_k} nearest train queries; threshold {fit.ood_threshold:.4f} "

@@ -264,17 +264,20 @@ class Artifact:
             return threshold, center
 
         (tm, cm), (te, ce) = part("mahalanobis"), part("energy")
-        at_line, start = 0.0, 0.5  # format 3 had no margin: the line alone
+        at_line, start, reads = 0.0, 0.5, "max"  # format 3 had no margin: the line alone
         if version >= 4:
             spec = ood.get("margin")
             if not isinstance(spec, dict):
-                raise ArtifactError("ood.json: margin must be {at_line, from} (format_version 4)")
+                raise ArtifactError("ood.json: margin must be {at_line, from[, score]} (format_version 4)")
             at_line = _finite(spec.get("at_line"), "ood.json: margin.at_line")
             start = _finite(spec.get("from"), "ood.json: margin.from")
             if not 0 <= at_line <= 1 or not 0 <= start < 1:
                 raise ArtifactError("ood.json: margin.at_line must lie in [0, 1] and margin.from in [0, 1)")
+            reads = spec.get("score", "max")
+            if reads not in ("max", "energy"):
+                raise ArtifactError("ood.json: margin.score must be 'max' or 'energy'")
         self.ood_detector = DomainDetector(means.astype(np.float64), precision.astype(np.float64), tm, cm, te, ce,
-                                           at_line, start)
+                                           at_line, start, reads)
         # Its scores are in units of its thresholds, so the line is 1.0 wherever the query lands.
         self.ood_threshold = 1.0
         self.ood_cluster_thresholds = np.ones(self.k)

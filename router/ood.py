@@ -81,6 +81,8 @@ class DomainDetector:
     energy_center: float
     margin_at_line: float = 0.0  # accuracy a specialist must gain over the generalist at score 1.0 (0: no slope)
     margin_from: float = 0.5  # the score where that margin starts (0: the held-out median)
+    # which score the margin reads: "max" (the detector's score, the larger part) or "energy" (that part alone)
+    margin_score: str = "max"
 
     def __post_init__(self) -> None:
         # (x - mu)' P (x - mu) = x'Px - 2 x'(P mu) + mu'P mu: one (dim x dim) product per query, then D dots.
@@ -97,10 +99,16 @@ class DomainDetector:
 
     def score(self, x: npt.NDArray[np.float32], level: DomainLevel) -> npt.NDArray[np.float64]:
         """(n,) the larger of the two parts in threshold units; above 1.0 is out of domain."""
+        return self.score_and_margin(x, level)[0]
+
+    def score_and_margin(
+        self, x: npt.NDArray[np.float32], level: DomainLevel
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(score, margin) per row: the score as ``score``, the margin read from ``margin_score``'s part."""
         m = units(self.mahalanobis(x), self.mahalanobis_center, self.mahalanobis_threshold)
         e = units(level.energy(x), self.energy_center, self.energy_threshold)
-        out: npt.NDArray[np.float64] = np.maximum(m, e)
-        return out
+        score: npt.NDArray[np.float64] = np.maximum(m, e)
+        return score, self.margin(e if self.margin_score == "energy" else score)
 
     def margin(self, score: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """(n,) the estimated accuracy a specialist must gain over the generalist at these scores: 0 up to

@@ -146,9 +146,9 @@ class Policy:
                 nearest, sims = neighbours
         margin = None
         if detector is not None and a.domains is not None:
-            ood_score = detector.score(x, a.domains)
+            ood_score, ramp = detector.score_and_margin(x, a.domains)
             if detector.margin_at_line > 0:
-                margin = detector.margin(ood_score)
+                margin = ramp
         else:
             assert sims is not None
             ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)

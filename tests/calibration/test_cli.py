@@ -355,8 +355,9 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     art = Artifact.load(tmp_path / "art")
     assert art.manifest["format_version"] == 4 and art.normalisation == "global" and art.domains is not None
     assert art.ood_detector is not None and art.ood_threshold == 1.0
-    assert (art.ood_detector.margin_at_line, art.ood_detector.margin_from) == (0.1, 0.5)  # the defaults
-    assert art.manifest["ood_margin"] == {"at_line": 0.1, "from": 0.5}
+    detector = art.ood_detector
+    assert (detector.margin_at_line, detector.margin_from, detector.margin_score) == (0.1, 0.5, "energy")  # defaults
+    assert art.manifest["ood_margin"] == {"at_line": 0.1, "from": 0.5, "score": "energy"}
     assert sorted(art.domains.names) == ["code", "history", "math"] and art.domains.weight > 0
     assert "domain level: weight" in (tmp_path / "art" / "report.md").read_text()
     assert run(["eval", "--artifact", str(tmp_path / "art"), "--out", str(tmp_path / "rep"), *common], enc) == 0
@@ -418,10 +419,14 @@ def test_ood_method_chosen_recorded_or_refused(tmp_path: Path, fake_encoder: Fak
     assert run(bad, fake_encoder) == 2
     assert "needs train rows from at least 2 domains" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    margin = ["--ood-margin", "0.2", "--ood-margin-from", "0.25"]
+    margin = ["--ood-margin", "0.2", "--ood-margin-from", "0.25", "--ood-margin-score", "max"]
     assert run(["calibrate", "--out", str(tmp_path / "m"), *margin, *common], fake_encoder) == 0
-    assert json.loads((tmp_path / "m" / "ood.json").read_text())["margin"] == {"at_line": 0.2, "from": 0.25}
-    assert "rising from 0 at score 0.25 to 0.2 at the line" in (tmp_path / "m" / "report.md").read_text()
+    assert json.loads((tmp_path / "m" / "ood.json").read_text())["margin"] == {"at_line": 0.2, "from": 0.25,
+                                                                              "score": "max"}
+    assert "rising from 0 at score 0.25 to 0.2 at the line (read from the detector score)" in (
+        tmp_path / "m" / "report.md").read_text()
+    assert run(["calibrate", "--out", str(tmp_path / "b"), "--ood-margin-score", "min", *common], fake_encoder) == 2
+    assert "invalid choice: 'min'" in capsys.readouterr().err
     for bad_margin in (["--ood-margin", "1.5"], ["--ood-margin-from", "1"]):
         assert run(["calibrate", "--out", str(tmp_path / "b"), *bad_margin, *common], fake_encoder) == 2
         assert "the OOD margin must lie in" in capsys.readouterr().err

@@ -246,6 +246,11 @@ def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
     gentle = Artifact.load(add_detector(write_artifact(tmp_path / "b"), version=4,
                                         margin={"at_line": 0.5, "from": 0.0}), embedder_dim=DIM)
     assert [d.model for d in Policy(gentle).decide(x, 1.0)] == ["cheap", "cheap"]
+    # read from the energy part alone: the second query's energy (-0.4) is below the start, so no margin
+    energy = Artifact.load(add_detector(write_artifact(tmp_path / "e"), version=4,
+                                        margin={"at_line": 1.0, "from": 0.0, "score": "energy"}), embedder_dim=DIM)
+    assert energy.ood_detector is not None and energy.ood_detector.margin_score == "energy"
+    assert [(d.model, d.ood_margin) for d in Policy(energy).decide(x, 1.0)] == [("cheap", 0.0), ("cheap", 0.0)]
     # format 3 had no margin: the line alone
     plain = Artifact.load(add_detector(write_artifact(tmp_path / "c")), embedder_dim=DIM)
     assert plain.ood_detector is not None and plain.ood_detector.margin_at_line == 0.0
@@ -257,7 +262,9 @@ def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
     ("damage", "message"),
     [
         (lambda p: add_detector(p, version=2), "needs format_version 3"),
-        (lambda p: add_detector(p, version=4), r"margin must be \{at_line, from\} \(format_version 4\)"),
+        (lambda p: add_detector(p, version=4), r"margin must be \{at_line, from\[, score\]\} \(format_version 4\)"),
+        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1, "from": 0.5, "score": "min"}),
+         "margin.score must be 'max' or 'energy'"),
         (lambda p: add_detector(p, version=4, margin={"at_line": 2.0, "from": 0.5}), "margin.at_line must lie in"),
         (lambda p: add_detector(p, version=4, margin={"at_line": 0.1, "from": 1.0}), "margin.from in"),
         (lambda p: add_detector(p, version=4, margin={"at_line": 0.1}), "margin.from must be a finite number"),

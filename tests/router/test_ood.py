@@ -64,6 +64,8 @@ def test_the_margin_rises_from_its_start_to_the_line() -> None:
     score = np.array([-2.0, 0.5, 0.75, 1.0, 4.0])
     assert detector.margin(score) == pytest.approx([0.0, 0.0, 0.05, 0.1, 0.1])
     assert DomainDetector(np.zeros((2, 3)), np.eye(3), 1.0, 0.0, 1.0, 0.0).margin(score) == pytest.approx([0.0] * 5)
+    with pytest.raises(ValueError, match="reads 'max' or 'energy'"):
+        use_domain_detector(FitConfig(ood_margin_score="min"), ["a", "b"], refine=False)
 
 
 def test_fit_calibrates_the_detector_on_held_out_rows() -> None:
@@ -110,9 +112,11 @@ def test_the_real_artifact_sends_off_topic_chat_to_the_generalist(artifact: Arti
 def test_the_real_margin_turns_back_only_small_edges_near_the_line(artifact: Artifact, embedder: Embedder,
                                                                    shared_data: Path) -> None:
     """The default OOD margin on the real artifact: some in-domain test queries between score 0.5 and the line go
-    to the generalist, each one where the best specialist's estimated edge was smaller than its margin."""
+    to the generalist, each one where the best specialist's estimated edge was smaller than its margin. The margin
+    reads the energy part, which is at most the score (the larger part)."""
     detector = artifact.ood_detector
-    assert detector is not None and (detector.margin_at_line, detector.margin_from) == (0.1, 0.5)
+    assert detector is not None
+    assert (detector.margin_at_line, detector.margin_from, detector.margin_score) == (0.1, 0.5, "energy")
     text = (shared_data / "routing" / "routerdc_7model.jsonl").read_text()
     rows = [json.loads(line) for line in text.split("\n") if line]
     test = [r["query"] for r in rows if r["split"] == "test"][::20]
@@ -123,7 +127,7 @@ def test_the_real_margin_turns_back_only_small_edges_near_the_line(artifact: Art
         assert d.model == artifact.generalist and not d.is_ood and 0.5 < d.ood_score <= 1.0
         edge = max(c.expected_accuracy for c in d.candidates if c.eligible) - next(
             c.expected_accuracy for c in d.candidates if c.model == artifact.generalist)
-        assert 0 < edge < d.ood_margin == pytest.approx(0.1 * (d.ood_score - 0.5) / 0.5)
+        assert 0 < edge < d.ood_margin <= 0.1 * (d.ood_score - 0.5) / 0.5 + 1e-9
     assert all(d.ood_margin == 0 for d in decisions if d.ood_score <= 0.5)
 
 
