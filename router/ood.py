@@ -19,9 +19,10 @@ optimistically small:
 The detector's line is a cliff; ``DomainDetector.margin`` makes its approach a slope (since the second session of
 2026-12-02): between ``margin_from`` and the line a specialist has to beat the generalist's estimated accuracy by
 a margin that grows linearly to ``margin_at_line``. Cluster and domain estimates are measured on in-domain queries;
-the further a query lies from them, the less a small estimated advantage is worth. Train rows only
-(docs/results.md, "The OOD margin"; ``python -m bench.ood_detector``): RouterDC leave-one-domain-out -1.77 ->
-+0.50 points, the worst domain -16.01 -> -2.28, in-domain 0.6376 -> 0.6370.
+the less a query fits them, the less a small estimated advantage is worth. The ramp reads the energy part by
+default (``margin_score``): a query far from the means but plainly of a known domain keeps its estimates. Train
+rows only (docs/results.md, "The OOD margin"; ``python -m bench.ood_detector --parts``): RouterDC
+leave-one-domain-out -1.77 -> +0.48 points, the worst domain -16.01 -> -2.75, in-domain 0.6376 -> 0.6380.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ Eligible = available, and not past its cliff in the query's nearest cluster. A q
 exceeds the calibrated threshold goes to the generalist ("ood_fallback"); the score is the distance to the
 nearest calibration queries, or, in artifacts with a domain detector (router/ood.py), the detector's score in
 units of its thresholds. Below the line, a detector with an OOD margin (``DomainDetector.margin``) lowers every
-specialist's expected accuracy by a margin that grows as the score nears the line, so a specialist must beat the
-generalist by that much to answer ("ood_margin" when that sends the query to the generalist). Ties go to the
-cheaper model, then to the generalist, then to the artifact's model order.
+specialist's expected accuracy by a margin that grows as the score (by default its energy part) nears the line,
+so a specialist must beat the generalist by that much to answer ("ood_margin" when that sends the query to the
+generalist). Ties go to the cheaper model, then to the generalist, then to the artifact's model order.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Decision:
     generalist: str = ""
     ood_refined: bool = False  # the OOD call came from the artifact's refine embedder
     domain: str = ""  # the calibration domain the query looks most like ("" without a domain level)
-    ood_margin: float = 0.0  # expected accuracy taken off each specialist for this query's OOD score
+    ood_margin: float = 0.0  # expected accuracy taken off each specialist near the OOD line
 
     def fallbacks(self) -> list[str]:
         """Eligible models after ``model`` by utility, then the generalist (always last resort)."""
