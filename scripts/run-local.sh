@@ -9,6 +9,19 @@ ARTIFACT=var/artifacts/routerdc
 PORT="${PORT:-8000}"
 mkdir -p var/log var/run
 
+# An artifact from an older Triage still loads (the router reads every earlier format), but it would route
+# without what the newer format adds: calibrate it again.
+older_format() {
+  .venv/bin/python - "$ARTIFACT/manifest.json" <<'PY'
+import json, sys
+from router.artifact import FORMAT_VERSION
+sys.exit(0 if json.load(open(sys.argv[1])).get("format_version") != FORMAT_VERSION else 1)
+PY
+}
+if [ -f "$ARTIFACT/manifest.json" ] && older_format; then
+  echo "[run] $ARTIFACT was written in an older artifact format: calibrating it again"
+  rm -rf "$ARTIFACT"
+fi
 if [ ! -f "$ARTIFACT/manifest.json" ]; then
   echo "[run] calibrating the routing table from $DATA/routing/routerdc_7model.jsonl (train split; ~2 min)"
   "$TRIAGE" calibrate --data "$DATA/routing/routerdc_7model.jsonl" --out "$ARTIFACT" \
