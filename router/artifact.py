@@ -32,8 +32,8 @@ uses its classifier; its weight may be 0) and::
     ood_means.npy      (D, dim) float64 each domain's mean embedding, in domains.json's order
     ood_precision.npy  (dim, dim) float64 inverse of the shared within-domain covariance
 
-Format version 4 adds the detector's OOD margin, ood.json ``margin: {at_line, from}`` (``DomainDetector.margin``):
-a version-3 router would route such an artifact without it.
+Format version 4 adds the detector's OOD margin, ood.json ``margin: {at_line, from, score}`` (``score``: "energy"
+or "max", "max" when absent; ``DomainDetector.margin``): a version-3 router would route such an artifact without it.
 
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
