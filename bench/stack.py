@@ -1,11 +1,14 @@
 """A whole bench stack: a calibrated artifact, one fake backend per artifact model, ``triage serve`` in front.
 
 The artifact is calibrated once from the routerdc score matrix (``triage calibrate``) and reused from
-``var/bench/artifact``; delete that directory to rebuild it.
+``var/bench/artifact``; delete that directory to rebuild it. One written in an older artifact format is rebuilt
+(it would load, but route without what the newer format adds).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,8 +27,14 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
 
 
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
-    """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact."""
-    if not (out / "manifest.json").exists():
+    """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact
+    in the current format."""
+    from router.artifact import FORMAT_VERSION
+
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
+        shutil.rmtree(out)
+    if not manifest.exists():
         from calibration.cli import main as calibrate
 
         out.parent.mkdir(parents=True, exist_ok=True)

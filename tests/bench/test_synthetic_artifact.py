@@ -3,7 +3,9 @@ routable artifact as the fit's fields change: it is built from calibration's own
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,3 +24,31 @@ def test_the_synthetic_artifact_loads_and_routes(tmp_path: Path) -> None:
     assert len(decisions) == 20 and {d.model for d in decisions} <= set(models)
     assert not any(d.is_ood for d in decisions)
     assert np.isfinite([d.ood_score for d in decisions]).all()
+
+
+def test_bench_artifacts_in_an_older_format_are_rebuilt(tmp_path: Path, monkeypatch: Any) -> None:
+    """bench/stack.py reuses its calibrated artifact, unless an older Triage wrote it: that one would load but
+    route without what the newer format adds (the OOD margin since format 4)."""
+    import calibration.cli
+    from bench.stack import ensure_artifact
+    from router.artifact import FORMAT_VERSION
+
+    calls: list[list[str]] = []
+
+    def calibrate(argv: list[str]) -> int:
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+        return 0
+
+    monkeypatch.setattr(calibration.cli, "main", calibrate)
+    current, old = tmp_path / "current", tmp_path / "old"
+    for path, version in ((current, FORMAT_VERSION), (old, FORMAT_VERSION - 1)):
+        path.mkdir()
+        (path / "manifest.json").write_text(json.dumps({"format_version": version}))
+        (path / "stale.npy").write_text("")
+    assert ensure_artifact(current, data="d.jsonl") == current and not calls
+    assert ensure_artifact(old, data="d.jsonl") == old and len(calls) == 1
+    assert json.loads((old / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
+    assert not (old / "stale.npy").exists()
