@@ -96,39 +96,13 @@ def write_artifact(
         (tmp / "table.json").write_text(json.dumps(table_json(models, fit), indent=1) + "\n")
         cliffs = {m: [int(c) for c in np.flatnonzero(fit.table.cliff[:, j])] for j, m in enumerate(models)}
         (tmp / "cliffs.json").write_text(json.dumps(cliffs, indent=1) + "\n")
-        ood = {
-            "method": "knn_cosine_distance",
-            "k_neighbors": fit.ood_k,
-            "threshold": fit.ood_threshold,
-            "quantile": extra.get("ood_quantile"),
-            "held_out_quantiles": fit.ood_quantiles,
-            "cluster_thresholds": None
-            if fit.cluster_thresholds is None
-            else [float(v) for v in fit.cluster_thresholds],
-            "calibrated_on": "validation slice of the train rows, scored against the other train rows",
-        }
         detector = fit.ood_detector
         if detector is not None:
             if fit.domains is None:
                 raise ValueError("a fit with the domain OOD detector needs its domain level")
             np.save(tmp / "ood_means.npy", detector.means.astype(np.float64))
             np.save(tmp / "ood_precision.npy", detector.precision.astype(np.float64))
-            ood = {
-                "method": "domain_mahalanobis_energy",
-                "k_neighbors": fit.ood_k,  # the kNN estimate's neighbours; the detector itself uses none
-                "threshold": 1.0,
-                "score": "max over the parts of (score - center) / (threshold - center); above 1.0 is out of domain",
-                "mahalanobis": {"threshold": detector.mahalanobis_threshold, "center": detector.mahalanobis_center},
-                "energy": {"threshold": detector.energy_threshold, "center": detector.energy_center},
-                "margin": {"at_line": detector.margin_at_line, "from": detector.margin_from,
-                           "score": detector.margin_score},
-                "quantile": extra.get("ood_quantile"),
-                "held_out_quantiles": fit.ood_quantiles,
-                "cluster_thresholds": None,
-                "calibrated_on": "validation slice of the train rows, scored by means, covariance and classifier "
-                                 "fitted on the other train rows; the two parts' thresholds at one quantile each, "
-                                 "so that either flags 1 - quantile of those rows",
-            }
+        ood = ood_json(fit, extra.get("ood_quantile"))
         (tmp / "ood.json").write_text(json.dumps(ood, indent=1) + "\n")
         if fit.refine is not None:
             if refine_embedder_name is None:
@@ -175,3 +149,34 @@ def write_artifact(
         raise
     artifact.path = out
     return artifact
+
+
+def ood_json(fit: FitResult, quantile: float | None) -> dict[str, Any]:
+    """ood.json: the domain detector's thresholds, centers and margin, or the kNN distance's threshold."""
+    common = {"quantile": quantile, "held_out_quantiles": fit.ood_quantiles}
+    detector = fit.ood_detector
+    if detector is None:
+        return {
+            "method": "knn_cosine_distance",
+            "k_neighbors": fit.ood_k,
+            "threshold": fit.ood_threshold,
+            **common,
+            "cluster_thresholds": None
+            if fit.cluster_thresholds is None
+            else [float(v) for v in fit.cluster_thresholds],
+            "calibrated_on": "validation slice of the train rows, scored against the other train rows",
+        }
+    return {
+        "method": "domain_mahalanobis_energy",
+        "k_neighbors": fit.ood_k,  # the kNN estimate's neighbours; the detector itself uses none
+        "threshold": 1.0,
+        "score": "max over the parts of (score - center) / (threshold - center); above 1.0 is out of domain",
+        "mahalanobis": {"threshold": detector.mahalanobis_threshold, "center": detector.mahalanobis_center},
+        "energy": {"threshold": detector.energy_threshold, "center": detector.energy_center},
+        "margin": {"at_line": detector.margin_at_line, "from": detector.margin_from, "score": detector.margin_score},
+        **common,  # held_out_quantiles: the kNN distance's, for comparison
+        "cluster_thresholds": None,
+        "calibrated_on": "validation slice of the train rows, scored by means, covariance and classifier fitted on "
+                         "the other train rows; the two parts' thresholds at one quantile each, so that either "
+                         "flags 1 - quantile of those rows",
+    }
