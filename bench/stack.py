@@ -7,7 +7,6 @@ The artifact is calibrated once from the routerdc score matrix (``triage calibra
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from types import TracebackType
@@ -29,12 +28,11 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
     """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact
     in the current format."""
-    from router.artifact import FORMAT_VERSION
+    from router.artifact import stale_format
 
-    manifest = out / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
+    if stale_format(out):
         shutil.rmtree(out)
-    if not manifest.exists():
+    if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate
 
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,7 @@ def ood_json(fit: FitResult, quantile: float | None) -> dict[str, Any]:
         "score": "max over the parts of (score - center) / (threshold - center); above 1.0 is out of domain",
         "mahalanobis": {"threshold": detector.mahalanobis_threshold, "center": detector.mahalanobis_center},
         "energy": {"threshold": detector.energy_threshold, "center": detector.energy_center},
-        "margin": {"at_line": detector.margin_at_line, "from": detector.margin_from, "score": detector.margin_score},
+        "margin": detector.margin_spec(),
         **common,  # held_out_quantiles: the kNN distance's, for comparison
         "cluster_thresholds": None,
         "calibrated_on": "validation slice of the train rows, scored by means, covariance and classifier fitted on "

@@ -28,6 +28,7 @@ from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.fit import FitConfig, fit
 from router.artifact import Artifact, ArtifactError
 from router.embedder import weights_of
+from router.ood import MARGIN_SCORES
 
 
 class UsageError(Exception):
@@ -245,9 +246,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     check_selection_folds(args.selection_folds)
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
-                       domain_weight=domain_weight, selection_folds=args.selection_folds, ood_method=args.ood_method,
-                       ood_margin=args.ood_margin, ood_margin_from=args.ood_margin_from,
-                       ood_margin_score=args.ood_margin_score)
+                       domain_weight=domain_weight, selection_folds=args.selection_folds, **ood_options(args))
     try:
         result = fit(
             train.ids,
@@ -283,8 +282,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "cliff_margin_selection": result.margin_selection,
         "ood_quantile": config.ood_quantile,
         "ood_method": config.ood_method,
-        "ood_margin": {"at_line": config.ood_margin, "from": config.ood_margin_from,
-                       "score": config.ood_margin_score} if result.ood_detector is not None else None,
+        "ood_margin": result.ood_detector.margin_spec() if result.ood_detector is not None else None,
         "domain_level": "off (--no-domains)" if args.no_domains else (
             f"weight {result.domains.weight} over {len(result.domains.names)} domains" if result.domains is not None
             else "not used (fewer than 2 domains, or weight 0 measured best)"),
@@ -356,8 +354,7 @@ def write_artifact_from(
         extra={
             "ood_quantile": config.ood_quantile,
             "ood_method": config.ood_method,
-            "ood_margin": {"at_line": config.ood_margin, "from": config.ood_margin_from,
-                           "score": config.ood_margin_score} if result.ood_detector is not None else None,
+            "ood_margin": result.ood_detector.margin_spec() if result.ood_detector is not None else None,
             "selection_folds": config.selection_folds,
             "refine_quantile": config.refine_quantile if refine_embedder_name else None,
             "shrinkage": {
@@ -386,9 +383,15 @@ def add_ood_method_option(parser: argparse.ArgumentParser) -> None:
         help="the OOD score (threshold units: 0 = held-out median, 1 = the line) where that margin starts rising, "
              "in [0, 1) (default %(default)s)")
     parser.add_argument(
-        "--ood-margin-score", choices=("max", "energy"), default=FitConfig.ood_margin_score,
+        "--ood-margin-score", choices=MARGIN_SCORES, default=FitConfig.ood_margin_score,
         help="the score the margin reads: the detector's ('max', its larger part) or the energy part alone "
              "(default %(default)s)")
+
+
+def ood_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``FitConfig`` fields from the options ``add_ood_method_option`` adds (calibrate and leave-one-domain-out)."""
+    return {"ood_method": args.ood_method, "ood_margin": args.ood_margin, "ood_margin_from": args.ood_margin_from,
+            "ood_margin_score": args.ood_margin_score}
 
 
 def check_selection_folds(folds: int) -> None:

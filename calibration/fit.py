@@ -27,7 +27,7 @@ from calibration.metrics import aiq
 from router.artifact import Artifact, RefineTier
 from router.clusters import nearest
 from router.domains import DomainLevel, from_classifier
-from router.ood import DomainDetector, joint_thresholds, knn
+from router.ood import MARGIN_SCORES, DomainDetector, joint_thresholds, knn
 from router.policy import Policy
 
 Matrix = npt.NDArray[np.float32]
@@ -527,7 +527,7 @@ def use_domain_detector(config: FitConfig, domains: list[str] | None, refine: bo
     if not 0 <= config.ood_margin <= 1 or not 0 <= config.ood_margin_from < 1:
         raise ValueError(f"the OOD margin must lie in [0, 1] (got {config.ood_margin!r}) and start in [0, 1) "
                          f"(got {config.ood_margin_from!r})")
-    if config.ood_margin_score not in ("max", "energy"):
+    if config.ood_margin_score not in MARGIN_SCORES:
         raise ValueError(f"the OOD margin reads 'max' or 'energy', not {config.ood_margin_score!r}")
     if config.ood_method == "knn":
         return False

@@ -83,15 +83,11 @@ def run(
     progress: bool = True,
     refine_encoder: Encoder | None = None,
     use_domains: bool = True,
-    selection_folds: int = FitConfig.selection_folds,
-    ood_method: str = FitConfig.ood_method,
-    ood_margin: tuple[float, float, str] = (FitConfig.ood_margin, FitConfig.ood_margin_from,
-                                            FitConfig.ood_margin_score),
+    config: FitConfig | None = None,
 ) -> dict[str, Any]:
     """``refine_encoder``: fit and route with a refine tier (``encoder`` is then the fast embedder);
-    ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``selection_folds`` and
-    ``ood_method``, ``ood_margin``: as ``triage calibrate --selection-folds / --ood-method / --ood-margin
-    --ood-margin-from --ood-margin-score``."""
+    ``use_domains``: let each fold fit a domain level (from the domains it was shown); ``config``: each fit's
+    settings, as ``triage calibrate``'s (``--selection-folds``, ``--ood-method``, ``--ood-margin`` ...)."""
     cache = EmbeddingCache(encoder, cache_dir)
     x_all = cache.embed(data.queries, progress=progress)
     x2_all = (EmbeddingCache(refine_encoder, cache_dir).embed(data.queries, progress=progress)
@@ -104,8 +100,7 @@ def run(
     results: dict[str, Any] = {}
     trained = sorted(set(domains[is_train]))
 
-    config = FitConfig(selection_folds=selection_folds, ood_method=ood_method, ood_margin=ood_margin[0],
-                       ood_margin_from=ood_margin[1], ood_margin_score=ood_margin[2])
+    config = config or FitConfig()
 
     def fit_on(mask: np.ndarray) -> FitResult:
         return fit([data.ids[i] for i in np.flatnonzero(mask)], x_all[mask], data.scores[mask], data.costs[mask],
@@ -202,6 +197,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         check_selection_folds,
         encoder_from,
         make_encoder,
+        ood_options,
     )
 
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
@@ -257,9 +253,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
             not args.no_progress,
             refine_encoder if args.refine_ood else None,
             not args.no_domains,
-            args.selection_folds,
-            args.ood_method,
-            (args.ood_margin, args.ood_margin_from, args.ood_margin_score),
+            FitConfig(selection_folds=args.selection_folds, **ood_options(args)),
         )
     except ValueError as exc:  # e.g. --ood-method domains with --refine-ood
         print(f"triage eval: error: {exc}", file=sys.stderr)

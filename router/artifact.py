@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.domains import DomainLevel
-from router.ood import DomainDetector
+from router.ood import MARGIN_SCORES, DomainDetector
 
 # Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). Version 3
 # (2026-12-02): the domain OOD detector (router/ood.py). Version 4 (2026-12-02): its OOD margin. A router that
@@ -84,6 +84,13 @@ def _read_json(path: Path) -> Any:
         raise ArtifactError(f"artifact file {path.name} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"artifact file {path.name} is not valid JSON ({type(exc).__name__})") from None
+
+
+def stale_format(path: Path) -> bool:
+    """Whether the artifact directory ``path`` has a manifest in another format than this Triage writes: it may
+    load, but it routes without what the current format adds (``make run`` and the benches calibrate it again)."""
+    manifest = path / "manifest.json"
+    return manifest.exists() and json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION
 
 
 def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:
@@ -274,7 +281,7 @@ class Artifact:
             if not 0 <= at_line <= 1 or not 0 <= start < 1:
                 raise ArtifactError("ood.json: margin.at_line must lie in [0, 1] and margin.from in [0, 1)")
             reads = spec.get("score", "max")
-            if reads not in ("max", "energy"):
+            if reads not in MARGIN_SCORES:
                 raise ArtifactError("ood.json: margin.score must be 'max' or 'energy'")
         self.ood_detector = DomainDetector(means.astype(np.float64), precision.astype(np.float64), tm, cm, te, ce,
                                            at_line, start, reads)

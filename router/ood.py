@@ -35,6 +35,7 @@ import numpy.typing as npt
 from router.domains import DomainLevel
 
 Matrix = npt.NDArray[np.float32]
+MARGIN_SCORES = ("max", "energy")  # what DomainDetector.margin_score may name
 CHUNK = 1024  # rows per block: bounds the (rows x n_ref) similarity matrix to a few tens of MB
 
 
@@ -110,6 +111,10 @@ class DomainDetector:
         e = units(level.energy(x), self.energy_center, self.energy_threshold)
         score: npt.NDArray[np.float64] = np.maximum(m, e)
         return score, self.margin(e if self.margin_score == "energy" else score)
+
+    def margin_spec(self) -> dict[str, float | str]:
+        """ood.json's ``margin`` (docs/artifact.md, format version 4)."""
+        return {"at_line": self.margin_at_line, "from": self.margin_from, "score": self.margin_score}
 
     def margin(self, score: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """(n,) the estimated accuracy a specialist must gain over the generalist at these scores: 0 up to

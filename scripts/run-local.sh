@@ -11,14 +11,8 @@ mkdir -p var/log var/run
 
 # An artifact from an older Triage still loads (the router reads every earlier format), but it would route
 # without what the newer format adds: calibrate it again.
-older_format() {
-  .venv/bin/python - "$ARTIFACT/manifest.json" <<'PY'
-import json, sys
-from router.artifact import FORMAT_VERSION
-sys.exit(0 if json.load(open(sys.argv[1])).get("format_version") != FORMAT_VERSION else 1)
-PY
-}
-if [ -f "$ARTIFACT/manifest.json" ] && older_format; then
+if .venv/bin/python -c 'import sys; from pathlib import Path; from router.artifact import stale_format
+sys.exit(0 if stale_format(Path(sys.argv[1])) else 1)' "$ARTIFACT"; then
   echo "[run] $ARTIFACT was written in an older artifact format: calibrating it again"
   rm -rf "$ARTIFACT"
 fi
