@@ -13,7 +13,7 @@ from router.artifact import Artifact
 from router.embedder import Embedder
 
 REPO = Path(__file__).resolve().parent.parent
-GENERALIST = "meta-llama/Meta-Llama-3-8B"
+GENERALIST = "cognitivecomputations/dolphin-2.9-llama3-8b"
 
 
 def data_dir() -> Path:

@@ -51,7 +51,7 @@ def test_gpu_fleet_serves_the_same_models_on_gpus() -> None:
 def test_router_settings_accept_the_fleet(name: str, tmp_path: Path) -> None:
     settings = load_settings(None, environ={}, artifact=str(tmp_path), fleet=str(FLEETS / name))
 
-    assert settings.generalist_name == "meta-llama/Meta-Llama-3-8B"
+    assert settings.generalist_name == "cognitivecomputations/dolphin-2.9-llama3-8b"
     assert len(settings.backends) == 7
 
 
