@@ -66,8 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-domains", action="store_true",
                      help="fit without the domain level (a domain classifier's per-domain estimates, blended with "
                      "the clusters' when the validation slice measures it better)")
-    cal.add_argument("--domain-weight", default="auto",
-                     help="share of the domain level in the blend, in [0, 1], or 'auto' (chosen on a validation slice)")
+    add_domain_weight_option(cal)
     cal.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
                      help="model selection on this many folds of the train rows, by hash (1: one 20 %% slice)")
     cal.add_argument("--seed", type=int, default=0)
@@ -224,14 +223,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         if not args.clusters.isdigit() or int(args.clusters) < 1:
             raise UsageError(f"--clusters must be a positive integer or 'auto', got {args.clusters!r}")
         k_fixed = int(args.clusters)
-    domain_weight = None
-    if args.domain_weight != "auto":
-        try:
-            domain_weight = float(args.domain_weight)
-        except ValueError:
-            domain_weight = -1.0
-        if not 0 <= domain_weight <= 1:
-            raise UsageError(f"--domain-weight must be a number in [0, 1] or 'auto', got {args.domain_weight!r}")
+    domain_weight = domain_weight_option(args)
     if not 0 < args.ood_quantile < 1:
         raise UsageError("--ood-quantile must lie in (0, 1)")
     if args.refine_ood and args.embedder != "static":
@@ -386,6 +378,25 @@ def add_ood_method_option(parser: argparse.ArgumentParser) -> None:
         "--ood-margin-score", choices=MARGIN_SCORES, default=FitConfig.ood_margin_score,
         help="the score the margin reads: the detector's ('max', its larger part) or the energy part alone "
              "(default %(default)s)")
+
+
+def add_domain_weight_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--domain-weight", default="auto",
+                        help="share of the domain level in the blend, in [0, 1], or 'auto' (chosen on a validation "
+                        "slice)")
+
+
+def domain_weight_option(args: argparse.Namespace) -> float | None:
+    """``FitConfig.domain_weight`` from ``--domain-weight`` (None: 'auto'); ``UsageError`` outside [0, 1]."""
+    if args.domain_weight == "auto":
+        return None
+    try:
+        weight = float(args.domain_weight)
+    except ValueError:
+        weight = -1.0
+    if not 0 <= weight <= 1:
+        raise UsageError(f"--domain-weight must be a number in [0, 1] or 'auto', got {args.domain_weight!r}")
+    return weight
 
 
 def ood_options(args: argparse.Namespace) -> dict[str, Any]:

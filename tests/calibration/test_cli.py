@@ -313,6 +313,13 @@ def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None
     assert set(json.loads((tmp_path / "five" / "lodo.json").read_text())["domains"]) == {"math", "history", "code"}
     assert main([*common, "--out", str(tmp_path / "bad"), "--selection-folds", "0"], encoder=fake_encoder) == 2
     assert not (tmp_path / "bad").exists()
+    # Every fold with the same fixed domain weight, as calibrate --domain-weight fixes it; out of range: refused.
+    assert main([*common, "--out", str(tmp_path / "w1"), "--domain-weight", "1"], encoder=fake_encoder) == 0
+    fixed = json.loads((tmp_path / "w1" / "lodo.json").read_text())["domains"]
+    # (a fold too small for a validation slice fits without a domain level: weight 0, the kNN detector)
+    assert {r["domain_weight"] for r in fixed.values() if r["ood_method"] == "domains"} == {1.0}
+    assert main([*common, "--out", str(tmp_path / "bad"), "--domain-weight", "2"], encoder=fake_encoder) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_query_with_unicode_line_separator_is_one_row(tmp_path: Path) -> None:
