@@ -1,12 +1,15 @@
 """Which out-of-domain detector: the kNN distance, the domain detector's line, or the line with the OOD margin?
 Train rows only.
 
-    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile] [--grid | --parts]
+    .venv/bin/python -m bench.ood_detector [--datasets routerdc,llmrouter,routellm,routeprofile] [--grid | --parts
+        | --weight]
 
-All variants come from the same ``fit()`` (model selection does not depend on the detector: it routes its
-validation rows with no OOD fallback), so each comparison below differs in the OOD call alone. ``--grid``
-compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from scores 0.25, 0.5 and 0.75;
-``--parts`` the margin read from the detector's score (the larger part) or from the energy part alone:
+The variants of each mode but ``--weight`` come from the same ``fit()`` (model selection does not depend on the
+detector: it routes its validation rows with no OOD fallback), so each comparison differs in the OOD call alone.
+``--grid`` compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from scores 0.25, 0.5, 0.75;
+``--parts`` the margin read from the detector's score (the larger part) or from the energy part alone;
+``--weight`` the domain weight chosen on the validation slice (the default) against a fit with the weight fixed at 1
+(``triage calibrate --domain-weight 1``), with the margin at 0.1, 0.15 and 0.2:
 
 - **Leave one domain out** (each of the 8 largest domains with >= 100 train rows): ``fit()`` on the other
   domains' train rows, then that domain's train rows routed at knob 1; the difference to the generalist's
@@ -15,7 +18,8 @@ compares the line alone with the OOD margin at 0.05, 0.075, 0.1 and 0.15 from sc
   routed by a fit on the rest; the validation objective (anchored AIQ, or knob-1 accuracy without a cost
   dimension), and the share flagged.
 
-The figures in docs/results.md, "The domain OOD detector" and "The OOD margin", come from this command.
+The figures in docs/results.md, "The domain OOD detector", "The OOD margin" and "RouterDC with the domain weight
+fixed at 1", come from this command.
 
     .venv/bin/python -m bench.ood_detector --speed ARTIFACT [--rounds 2000]
 
@@ -50,19 +54,32 @@ GRID = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}": (m, s, "max") f
 # The margin read from the detector's score (the larger of its parts) or from the energy part alone.
 PARTS = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}, {p}": (m, s, p) for m, s in ((0.1, 0.5), (0.15, 0.5))
                                              for p in ("max", "energy")}
+# The domain weight fixed at 1 (``--domain-weight 1``) instead of chosen on the validation slice, with the margin at
+# 0.1, 0.15 and 0.2 (read from the energy part): the domain level alone carries the in-domain estimate, and the
+# margin has to protect unseen domains from it. These variants are fitted on their own (FITS).
+WEIGHT = {"chosen weight, margin 0.1": (0.1, 0.5, "energy")} | {
+    f"weight 1, margin {m:g}": (m, 0.5, "energy") for m in (0.1, 0.15, 0.2)}
+FITS = {name: {"domain_weight": 1.0} for name in WEIGHT if name.startswith("weight 1")}
 Variants = dict[str, tuple[float, float, str] | None]
 
 
 def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[FitResult, dict[str, Policy]]:
-    """One fit on ``rows``, routed with each variant's OOD call."""
+    """One fit on ``rows`` (and one per other FitConfig that FITS names), routed with each variant's OOD call."""
     result, _ = data.fit(rows, FitConfig(ood_method="domains"))
-    assert result.ood_detector is not None
+    own: dict[tuple[tuple[str, float], ...], FitResult] = {}
     models, g = data.rows.models, data.generalist
     out = {}
     for name, margin in variants.items():
+        fitted = result
+        if name in FITS:
+            key = tuple(sorted(FITS[name].items()))
+            if key not in own:
+                own[key] = data.fit(rows, FitConfig(ood_method="domains", **FITS[name]))[0]
+            fitted = own[key]
+        assert fitted.ood_detector is not None
         detector = None if margin is None else dataclasses.replace(
-            result.ood_detector, margin_at_line=margin[0], margin_from=margin[1], margin_score=margin[2])
-        out[name] = policy_from(dataclasses.replace(result, ood_detector=detector), models, g)
+            fitted.ood_detector, margin_at_line=margin[0], margin_from=margin[1], margin_score=margin[2])
+        out[name] = policy_from(dataclasses.replace(fitted, ood_detector=detector), models, g)
     return result, out
 
 
@@ -147,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="store_true", help="the OOD margin's settings side by side")
     parser.add_argument("--parts", action="store_true",
                         help="the OOD margin read from the detector's score or from its energy part alone")
+    parser.add_argument("--weight", action="store_true",
+                        help="the chosen domain weight against weight 1 with margins 0.1, 0.15 and 0.2")
     args = parser.parse_args(argv)
     if args.speed:
         speed(args.speed, args.rounds)
         return 0
-    variants = GRID if args.grid else PARTS if args.parts else DEFAULT
+    variants = GRID if args.grid else PARTS if args.parts else WEIGHT if args.weight else DEFAULT
     names = list(variants)
     head = " | ".join(names)
     rule = "|---" * len(names)
