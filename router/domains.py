@@ -35,30 +35,37 @@ class DomainLevel:
 
     def proba(self, x: npt.NDArray[np.float32]) -> Floats:
         """(n, D) probability of each domain for each query (a softmax over the linear scores)."""
-        z = self.logits(x)
-        z -= z.max(axis=1, keepdims=True)
-        e: Floats = np.exp(z)
-        p: Floats = e / e.sum(axis=1, keepdims=True)
-        return p
+        return softmax(self.logits(x))
 
     def energy(self, x: npt.NDArray[np.float32]) -> Floats:
         """(n,) ``-logsumexp(logits)``: high where no known domain's score is high (Liu et al., 2020, "Energy-based
         out-of-distribution detection"). Unlike the softmax's largest probability it keeps the scale of the
         scores, so a query that is weakly like every domain is not mistaken for one that is strongly like one."""
-        z = self.logits(x)
-        top = z.max(axis=1)
-        out: Floats = -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
-        return out
+        return energy_of(self.logits(x))
 
-    def blend(
-        self, x: npt.NDArray[np.float32], accuracy: Floats, cost: Floats
-    ) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
-        """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain."""
-        p = self.proba(x)
+    def blend(self, logits: Floats, accuracy: Floats, cost: Floats) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
+        """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain,
+        from the queries' ``logits`` (the policy computes them once: the OOD detector's energy reads them too)."""
+        p = softmax(logits)
         w = self.weight
         if w == 0:  # kept for the out-of-domain detector only: the clusters' estimate alone
             return accuracy, cost, p.argmax(1)
         return (1 - w) * accuracy + w * (p @ self.estimate), (1 - w) * cost + w * (p @ self.mean_cost), p.argmax(1)
+
+
+def softmax(logits: Floats) -> Floats:
+    """(n, D) per-row softmax of ``logits``."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e: Floats = np.exp(z)
+    p: Floats = e / e.sum(axis=1, keepdims=True)
+    return p
+
+
+def energy_of(logits: Floats) -> Floats:
+    """(n,) ``-logsumexp`` per row of ``logits``."""
+    top = logits.max(axis=1)
+    out: Floats = -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+    return out
 
 
 def from_classifier(

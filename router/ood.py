@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from router.domains import DomainLevel
+from router.domains import DomainLevel, energy_of
 
 Matrix = npt.NDArray[np.float32]
 MARGIN_SCORES = ("max", "energy")  # what DomainDetector.margin_score may name
@@ -104,11 +104,12 @@ class DomainDetector:
         return self.score_and_margin(x, level)[0]
 
     def score_and_margin(
-        self, x: npt.NDArray[np.float32], level: DomainLevel
+        self, x: npt.NDArray[np.float32], level: DomainLevel, logits: npt.NDArray[np.float64] | None = None
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """(score, margin) per row: the score as ``score``, the margin read from ``margin_score``'s part."""
+        """(score, margin) per row: the score as ``score``, the margin read from ``margin_score``'s part;
+        ``logits``: ``level.logits(x)`` when the caller has them already."""
         m = units(self.mahalanobis(x), self.mahalanobis_center, self.mahalanobis_threshold)
-        e = units(level.energy(x), self.energy_center, self.energy_threshold)
+        e = units(energy_of(level.logits(x) if logits is None else logits), self.energy_center, self.energy_threshold)
         score: npt.NDArray[np.float64] = np.maximum(m, e)
         return score, self.margin(e if self.margin_score == "energy" else score)
 

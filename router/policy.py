@@ -133,9 +133,10 @@ class Policy:
         cluster, weights = soft_weights(x, a.centroids, a.soft_top, a.temperature)
         accuracy = weights @ a.estimate
         cost = weights @ a.mean_cost
-        domain = None
+        domain = logits = None
         if a.domains is not None:
-            accuracy, cost, domain = a.domains.blend(x, accuracy, cost)
+            logits = a.domains.logits(x)  # once: the blend and the detector's energy both read them
+            accuracy, cost, domain = a.domains.blend(logits, accuracy, cost)
         detector = a.ood_detector if a.domains is not None else None
         nearest = sims = None
         if detector is None or a.knn_weight > 0:  # the domain detector needs no neighbours
@@ -146,7 +147,7 @@ class Policy:
                 nearest, sims = neighbours
         margin = None
         if detector is not None and a.domains is not None:
-            ood_score, ramp = detector.score_and_margin(x, a.domains)
+            ood_score, ramp = detector.score_and_margin(x, a.domains, logits)
             if detector.margin_at_line > 0:
                 margin = ramp
         else:
@@ -205,9 +206,19 @@ class Policy:
         return avail, eligible
 
     def utilities(
-        self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_], margin: bool = True
+        self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_]
     ) -> npt.NDArray[np.float64]:
-        """(n, m) utility per row and model; ``margin``: with the OOD margin taken off the specialists' accuracy."""
+        """(n, m) utility per row and model, with the OOD margin taken off the specialists' accuracy."""
+        accuracy = est.accuracy
+        if est.margin is not None:
+            specialist = np.arange(accuracy.shape[1]) != self.generalist_index
+            accuracy = accuracy - est.margin[:, None] * specialist[None, :]
+        return self._utility(accuracy, est.cost, knobs, avail)
+
+    def _utility(
+        self, accuracy: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], knobs: npt.NDArray[np.float64],
+        avail: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.float64]:
         def norm(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             masked_lo = np.where(avail[None, :], values, np.inf).min(axis=1, keepdims=True)
             masked_hi = np.where(avail[None, :], values, -np.inf).max(axis=1, keepdims=True)
@@ -217,21 +228,17 @@ class Policy:
             return np.where(span > 0, (values - masked_lo) / safe, 0.0)
 
         if not avail.any():
-            return np.zeros_like(est.accuracy)
+            return np.zeros_like(accuracy)
         k = knobs[:, None]
-        accuracy = est.accuracy
-        if margin and est.margin is not None:
-            specialist = np.arange(accuracy.shape[1]) != self.generalist_index
-            accuracy = accuracy - est.margin[:, None] * specialist[None, :]
         if self.artifact.normalisation == "global":
             acc_span = float(np.ptp(self.overall_accuracy[avail]))
             cost_span = float(np.ptp(self.overall_cost[avail]))
             # Equal overall accuracy: no scale to compare with cost, so accuracy counts in its own units; equal
             # cost: cost cannot separate the models (as with per-query min-max).
             accuracy = accuracy / (acc_span if acc_span > 1e-9 else 1.0)
-            cost = est.cost / cost_span if cost_span > 0 else np.zeros_like(est.cost)
-            return k * accuracy - (1 - k) * cost
-        return k * norm(accuracy) - (1 - k) * norm(est.cost)
+            scaled_cost = cost / cost_span if cost_span > 0 else np.zeros_like(cost)
+            return k * accuracy - (1 - k) * scaled_cost
+        return k * norm(accuracy) - (1 - k) * norm(cost)
 
     def _argmax(
         self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]
@@ -271,10 +278,10 @@ class Policy:
         # The margin's doing: the generalist now, another model without the margin.
         margined = np.zeros(len(chosen), dtype=bool)
         if est.margin is not None:
-            rows = (chosen == g) & (est.margin > 0)
-            if rows.any():
-                plain = self._argmax(self.utilities(est, knobs, avail, margin=False), est.cost, eligible)
-                margined = rows & (plain != g)
+            rows = np.flatnonzero((chosen == g) & (est.margin > 0))
+            if len(rows):  # those rows' choice without the margin
+                plain = self._utility(est.accuracy[rows], est.cost[rows], knobs[rows], avail)
+                margined[rows] = self._argmax(plain, est.cost[rows], eligible[rows]) != g
         chosen = np.where(est.is_ood, g, chosen)
         reasons = [
             "ood_fallback" if o else ("ood_margin" if mg else ("cliff" if self.artifact.cliff[c, u] else "best"))
