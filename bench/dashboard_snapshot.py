@@ -27,6 +27,7 @@ from bench.stack import BenchStack
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "triage.json"
+LEGEND_MAX = 16  # more series than this in a panel: a count instead of a legend
 OOD = [
     "Plan a three-day honeymoon itinerary in Lisbon with restaurants and a sunset boat tour.",
     "Write a limerick about a cat who learns to play the bagpipes.",
@@ -120,7 +121,9 @@ def render(series: list[tuple[str, list[tuple[str, str, dict[str, Any]]]]], out:
         ax.tick_params(labelsize=7)
         ax.set_xlabel("seconds into the run", fontsize=7)
         handles, _ = ax.get_legend_handles_labels()
-        if handles:
+        if len(handles) > LEGEND_MAX:  # e.g. one line per cluster: a legend that tall would squeeze every panel
+            ax.text(0.99, 0.97, f"{len(handles)} series", ha="right", va="top", fontsize=7, transform=ax.transAxes)
+        elif handles:
             ax.legend(fontsize=6, loc="best")
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
