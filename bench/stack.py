@@ -28,9 +28,9 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
     """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact
     in the current format."""
-    from router.artifact import stale_format
+    from router.artifact import stale
 
-    if stale_format(out):
+    if stale(out):
         shutil.rmtree(out)
     if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate

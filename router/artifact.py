@@ -86,11 +86,16 @@ def _read_json(path: Path) -> Any:
         raise ArtifactError(f"artifact file {path.name} is not valid JSON ({type(exc).__name__})") from None
 
 
-def stale_format(path: Path) -> bool:
-    """Whether the artifact directory ``path`` has a manifest in another format than this Triage writes: it may
-    load, but it routes without what the current format adds (``make run`` and the benches calibrate it again)."""
+def stale(path: Path, generalist: str | None = None) -> bool:
+    """Whether the artifact directory ``path`` has a manifest that calls for calibrating again: in another format
+    than this Triage writes (it may load, but it routes without what the current format adds), or, given
+    ``generalist``, naming another generalist (the router refuses that mismatch). ``make run`` and the benches ask."""
     manifest = path / "manifest.json"
-    return manifest.exists() and json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION
+    if not manifest.exists():
+        return False
+    recorded = json.loads(manifest.read_text())
+    other = generalist is not None and recorded.get("generalist") != generalist
+    return recorded.get("format_version") != FORMAT_VERSION or other
 
 
 def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:

@@ -9,19 +9,22 @@ ARTIFACT=var/artifacts/routerdc
 PORT="${PORT:-8000}"
 mkdir -p var/log var/run
 
-# The generalist the fleet names (config/local.yaml -> specialists/fleets/local-cpu.yaml): the artifact must be
-# calibrated with the same one, or the router refuses it.
-GENERALIST=$(.venv/bin/python -c 'from router.settings import load_settings
-print(load_settings("config/local.yaml").generalist_name)')
-# An artifact from an older Triage still loads (the router reads every earlier format), but it would route
-# without what the newer format adds; one calibrated with another generalist would be refused: calibrate again.
-if .venv/bin/python -c 'import json, sys; from pathlib import Path; from router.artifact import stale_format
-path = Path(sys.argv[1]); manifest = path / "manifest.json"
-other = manifest.is_file() and json.loads(manifest.read_text()).get("generalist") != sys.argv[2]
-sys.exit(0 if stale_format(path) or other else 1)' "$ARTIFACT" "$GENERALIST"; then
-  echo "[run] $ARTIFACT was written in an older artifact format or for another generalist: calibrating it again"
-  rm -rf "$ARTIFACT"
-fi
+# The generalist the fleet names (config/local.yaml -> specialists/fleets/local-cpu.yaml). An artifact from an older
+# Triage still loads (the router reads every earlier format) but routes without what the newer format adds, and one
+# calibrated with another generalist would be refused: either is removed and calibrated again.
+GENERALIST=$(.venv/bin/python - "$ARTIFACT" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from router.artifact import stale
+from router.settings import load_settings
+generalist = load_settings("config/local.yaml").generalist_name
+if stale(Path(sys.argv[1]), generalist):
+    print(f"[run] {sys.argv[1]} was written in an older artifact format or for another generalist: "
+          "calibrating it again", file=sys.stderr)
+    shutil.rmtree(sys.argv[1])
+print(generalist)
+EOF
+)
 if [ ! -f "$ARTIFACT/manifest.json" ]; then
   echo "[run] calibrating the routing table from $DATA/routing/routerdc_7model.jsonl (train split; ~2 min)"
   "$TRIAGE" calibrate --data "$DATA/routing/routerdc_7model.jsonl" --out "$ARTIFACT" --generalist "$GENERALIST"

@@ -283,3 +283,18 @@ def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
 )
 def test_damaged_domain_detector_refused(tmp_path: Path, damage: Any, message: str) -> None:
     assert_damage_refused(tmp_path, damage, message)
+
+
+def test_stale_names_an_older_format_or_another_generalist(tmp_path: Path) -> None:
+    """What make run (scripts/run-local.sh) and the benches calibrate again; a missing artifact is not stale."""
+    from router.artifact import FORMAT_VERSION, stale
+
+    assert not stale(tmp_path / "missing", "g")
+    for name, version, generalist in (("current", FORMAT_VERSION, "g"), ("old", FORMAT_VERSION - 1, "g"),
+                                      ("other", FORMAT_VERSION, "h")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"format_version": version,
+                                                                    "generalist": generalist}))
+    assert not stale(tmp_path / "current") and not stale(tmp_path / "current", "g")
+    assert stale(tmp_path / "old") and stale(tmp_path / "old", "g")
+    assert not stale(tmp_path / "other") and stale(tmp_path / "other", "g")
