@@ -56,26 +56,26 @@ PARTS = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}, {p}": (m, s, p)
                                              for p in ("max", "energy")}
 # The domain weight fixed at 1 (``--domain-weight 1``) instead of chosen on the validation slice, with the margin at
 # 0.1, 0.15 and 0.2 (read from the energy part): the domain level alone carries the in-domain estimate, and the
-# margin has to protect unseen domains from it. These variants are fitted on their own (FITS).
+# margin has to protect unseen domains from it. These variants are fitted with that weight (FIXED_WEIGHT).
 WEIGHT = {"chosen weight, margin 0.1": (0.1, 0.5, "energy")} | {
     f"weight 1, margin {m:g}": (m, 0.5, "energy") for m in (0.1, 0.15, 0.2)}
-FITS = {name: {"domain_weight": 1.0} for name in WEIGHT if name.startswith("weight 1")}
+FIXED_WEIGHT = {name: 1.0 for name in WEIGHT if name.startswith("weight 1")}
 Variants = dict[str, tuple[float, float, str] | None]
 
 
 def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[FitResult, dict[str, Policy]]:
-    """One fit on ``rows`` (and one per other FitConfig that FITS names), routed with each variant's OOD call."""
+    """One fit on ``rows`` (and one per weight FIXED_WEIGHT names), routed with each variant's OOD call."""
     result, _ = data.fit(rows, FitConfig(ood_method="domains"))
-    own: dict[tuple[tuple[str, float], ...], FitResult] = {}
+    fixed: dict[float, FitResult] = {}
     models, g = data.rows.models, data.generalist
     out = {}
     for name, margin in variants.items():
         fitted = result
-        if name in FITS:
-            key = tuple(sorted(FITS[name].items()))
-            if key not in own:
-                own[key] = data.fit(rows, FitConfig(ood_method="domains", **FITS[name]))[0]
-            fitted = own[key]
+        if name in FIXED_WEIGHT:
+            w = FIXED_WEIGHT[name]
+            if w not in fixed:
+                fixed[w] = data.fit(rows, FitConfig(ood_method="domains", domain_weight=w))[0]
+            fitted = fixed[w]
         assert fitted.ood_detector is not None
         detector = None if margin is None else dataclasses.replace(
             fitted.ood_detector, margin_at_line=margin[0], margin_from=margin[1], margin_score=margin[2])
