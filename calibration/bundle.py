@@ -132,6 +132,10 @@ def write_artifact(
                 "estimate": [[round(float(v), 6) for v in row] for row in d.estimate],
                 "mean_cost": [[float(v) for v in row] for row in d.mean_cost],
             }
+            if d.cell_estimate is not None and d.cell_cost is not None:
+                domains["cells"] = {"strength": d.cell_strength, "file": "domain_cells.npy",
+                                    "shape": "(2, domains, k, models): estimate, then mean_cost"}
+                np.save(tmp / "domain_cells.npy", np.stack([d.cell_estimate, d.cell_cost]).astype(np.float64))
             (tmp / "domains.json").write_text(json.dumps(domains, indent=1) + "\n")
         artifact = Artifact.load(tmp, embedder_name=embedder_name, embedder_dim=embedder_dim,
                                  embedder_weights=embedder_weights)

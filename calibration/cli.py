@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-domains", action="store_true",
                      help="fit without the domain level (a domain classifier's per-domain estimates, blended with "
                      "the clusters' when the validation slice measures it better)")
-    add_domain_weight_option(cal)
+    add_domain_options(cal)
     cal.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
                      help="model selection on this many folds of the train rows, by hash (1: one 20 %% slice)")
     cal.add_argument("--seed", type=int, default=0)
@@ -223,7 +223,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         if not args.clusters.isdigit() or int(args.clusters) < 1:
             raise UsageError(f"--clusters must be a positive integer or 'auto', got {args.clusters!r}")
         k_fixed = int(args.clusters)
-    domain_weight = domain_weight_option(args)
+    domain = domain_options(args)
     if not 0 < args.ood_quantile < 1:
         raise UsageError("--ood-quantile must lie in (0, 1)")
     if args.refine_ood and args.embedder != "static":
@@ -238,7 +238,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         x_refine = EmbeddingCache(refine_encoder, args.cache_dir).embed(train.queries, progress=not args.no_progress)
     check_selection_folds(args.selection_folds)
     config = FitConfig(ood_quantile=args.ood_quantile, seed=args.seed, refine_quantile=args.refine_quantile,
-                       domain_weight=domain_weight, selection_folds=args.selection_folds, **ood_options(args))
+                       selection_folds=args.selection_folds, **domain, **ood_options(args))
     try:
         result = fit(
             train.ids,
@@ -276,7 +276,10 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "ood_method": config.ood_method,
         "ood_margin": result.ood_detector.margin_spec() if result.ood_detector is not None else None,
         "domain_level": "off (--no-domains)" if args.no_domains else (
-            f"weight {result.domains.weight} over {len(result.domains.names)} domains" if result.domains is not None
+            f"weight {result.domains.weight} over {len(result.domains.names)} domains"
+            + (f", per domain and cluster (cell strength {result.domains.cell_strength:g})"
+               if result.domains.cell_estimate is not None else ", per domain")
+            if result.domains is not None
             else "not used (fewer than 2 domains, or weight 0 measured best)"),
     }
 
@@ -380,23 +383,29 @@ def add_ood_method_option(parser: argparse.ArgumentParser) -> None:
              "(default %(default)s)")
 
 
-def add_domain_weight_option(parser: argparse.ArgumentParser) -> None:
+def add_domain_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-weight", default="auto",
                         help="share of the domain level in the blend, in [0, 1], or 'auto' (chosen on a validation "
                         "slice)")
+    parser.add_argument("--domain-cells", type=float, default=FitConfig.domain_cell_strength,
+                        help="the domain level per domain and cluster, each cell shrunk toward its domain's row by "
+                        "this many pseudo-queries; 0: per domain alone, as before format 5 (default %(default)g)")
 
 
-def domain_weight_option(args: argparse.Namespace) -> float | None:
-    """``FitConfig.domain_weight`` from ``--domain-weight`` (None: 'auto'); ``UsageError`` outside [0, 1]."""
-    if args.domain_weight == "auto":
-        return None
-    try:
-        weight = float(args.domain_weight)
-    except ValueError:
-        weight = -1.0
-    if not 0 <= weight <= 1:
-        raise UsageError(f"--domain-weight must be a number in [0, 1] or 'auto', got {args.domain_weight!r}")
-    return weight
+def domain_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``FitConfig``'s ``domain_weight`` (None: 'auto') and ``domain_cell_strength`` from ``--domain-weight`` and
+    ``--domain-cells``; ``UsageError`` outside their ranges."""
+    weight: float | None = None
+    if args.domain_weight != "auto":
+        try:
+            weight = float(args.domain_weight)
+        except ValueError:
+            weight = -1.0
+        if not 0 <= weight <= 1:
+            raise UsageError(f"--domain-weight must be a number in [0, 1] or 'auto', got {args.domain_weight!r}")
+    if not 0 <= args.domain_cells < float("inf"):
+        raise UsageError(f"--domain-cells must be a number >= 0, got {args.domain_cells!r}")
+    return {"domain_weight": weight, "domain_cell_strength": args.domain_cells}
 
 
 def ood_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -78,6 +78,10 @@ class FitConfig:
     # only when the train rows name at least two domains. 0 keeps the clusters alone.
     domain_weights: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0)
     domain_weight: float | None = None  # set: this weight, not chosen (``triage calibrate --domain-weight``)
+    # The domain level per domain *and cluster* (router/domains.py ``cell_estimate``): each (domain, cluster) cell
+    # is the Beta posterior of that domain's rows in that cluster with this many pseudo-queries of the domain's own
+    # row as its prior. 0: the per-domain rows alone (formats 2-4).
+    domain_cell_strength: float = 40.0
     knn_k: int = 20
     validation_fraction: float = 0.2
     # Model selection on one held-out slice (``validation_fraction`` of the train rows, by hash) or, with
@@ -171,10 +175,12 @@ class Fold:
     fit_c: Floats
     val_c: Floats
     domains: DomainLevel | None
+    fit_d: npt.NDArray[np.str_] | None
     seed: int
     clusters: dict[int, tuple[Matrix, npt.NDArray[np.intp]]] = field(default_factory=dict)
     tables: dict[tuple[int, float], Table] = field(default_factory=dict)
     nearest: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] = field(default_factory=dict)
+    levels: dict[int, DomainLevel] = field(default_factory=dict)
 
     @classmethod
     def split(cls, val: npt.NDArray[np.bool_], x: Matrix, scores: Floats, costs: Floats,
@@ -182,7 +188,7 @@ class Fold:
         fit_s, fit_c = scores[~val], costs[~val]
         level = domain_level(x[~val], domains[~val], fit_s, fit_c, generalist, config) if domains is not None else None
         return cls(x[~val].astype(np.float32), x[val], fit_s, fit_s.astype(np.float32), scores[val], fit_c,
-                   costs[val], level, config.seed)
+                   costs[val], level, domains[~val] if domains is not None else None, config.seed)
 
     def table(self, k: int, margin: float, generalist: int, config: FitConfig) -> tuple[Matrix, Table]:
         if k not in self.clusters:
@@ -192,6 +198,16 @@ class Fold:
             self.tables[k, margin] = beta_table(labels, k, self.fit_s, self.fit_c, generalist,
                                                 config.prior_strength, config.cliff_confidence, margin)
         return centroids, self.tables[k, margin]
+
+    def level(self, k: int, weight: float, config: FitConfig) -> DomainLevel | None:
+        """The fold's domain level at this weight, with its cells for the fold's k clusters (cached per k)."""
+        if self.domains is None or self.fit_d is None or weight <= 0:
+            return None
+        if k not in self.levels:
+            labels = self.clusters[k][1]
+            self.levels[k] = domain_cells(self.domains, self.fit_d, labels, k, self.fit_s, self.fit_c,
+                                          config.domain_cell_strength)
+        return replace(self.levels[k], weight=weight)
 
     def neighbours(self, k: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """The held-out rows' ``k`` nearest fit rows: the same for every candidate, so computed once."""
@@ -272,6 +288,27 @@ def domain_level(
     table = beta_table(labels, len(index), scores, costs, generalist, config.prior_strength, config.cliff_confidence)
     return from_classifier(clf.classes_.tolist(), clf.coef_, clf.intercept_, table.estimate, table.mean_cost,
                            weight)
+
+
+def domain_cells(level: DomainLevel, domains: npt.NDArray[np.str_], labels: npt.NDArray[np.intp], k: int,
+                 scores: Floats, costs: Floats, strength: float) -> DomainLevel:
+    """``level`` with per-(domain, cluster) cells: for the rows of domain d in cluster c, ``(strength * row_d +
+    sum of scores) / (strength + n_dc)``, the same for cost; an empty cell is the domain's row. ``strength`` 0:
+    ``level`` unchanged."""
+    if strength <= 0:
+        return level
+    index = {name: i for i, name in enumerate(level.names)}
+    d = np.array([index[name] for name in domains.tolist()], dtype=np.intp)
+    n_domains, m = level.estimate.shape
+    counts = np.zeros((n_domains, k))
+    np.add.at(counts, (d, labels), 1.0)
+    successes = np.zeros((n_domains, k, m))
+    np.add.at(successes, (d, labels), scores)
+    spent = np.zeros((n_domains, k, m))
+    np.add.at(spent, (d, labels), costs)
+    total = strength + counts[:, :, None]
+    return replace(level, cell_estimate=(strength * level.estimate[:, None, :] + successes) / total,
+                   cell_cost=(strength * level.mean_cost[:, None, :] + spent) / total, cell_strength=strength)
 
 
 def in_memory_artifact(
@@ -401,7 +438,7 @@ def fit(
         per_fold = []
         for f in folds:
             centroids, table = f.table(k, margin, g, config)
-            level = replace(f.domains, weight=domain_weight) if f.domains is not None and domain_weight > 0 else None
+            level = f.level(k, domain_weight, config)
             art = in_memory_artifact(
                 models, generalist, reference_model, embeddings.shape[1], centroids, table,
                 f.fit_x, f.fit_s32, soft_top=soft_top,
@@ -479,6 +516,9 @@ def fit(
     final_domains = None
     if domain_arr is not None and domain_weight > 0:  # the classifier and per-domain table refitted on every row
         final_domains = domain_level(embeddings, domain_arr, scores, costs, g, config, domain_weight)
+        if final_domains is not None:
+            final_domains = domain_cells(final_domains, domain_arr, labels, k, scores, costs,
+                                         config.domain_cell_strength)
     detector = None
     if fit_detector is not None:
         assert all_domains is not None

@@ -192,11 +192,11 @@ def markdown(report: dict[str, Any], command: str) -> str:
 def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
     from calibration.cli import (
         UsageError,
-        add_domain_weight_option,
+        add_domain_options,
         add_embedder_options,
         add_ood_method_option,
         check_selection_folds,
-        domain_weight_option,
+        domain_options,
         encoder_from,
         make_encoder,
         ood_options,
@@ -216,7 +216,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
     parser.add_argument("--selection-folds", type=int, default=FitConfig.selection_folds,
                         help="each fold's model selection on this many folds of its train rows (1: one 20 %% slice)")
     parser.add_argument("--no-progress", action="store_true")
-    add_domain_weight_option(parser)
+    add_domain_options(parser)
     add_ood_method_option(parser)
     add_embedder_options(parser)
     try:
@@ -225,7 +225,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         return 0 if exc.code in (0, None) else 2
     try:
         check_selection_folds(args.selection_folds)
-        domain_weight = domain_weight_option(args)
+        domain = domain_options(args)
     except UsageError as exc:
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2
@@ -257,7 +257,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
             not args.no_progress,
             refine_encoder if args.refine_ood else None,
             not args.no_domains,
-            FitConfig(selection_folds=args.selection_folds, domain_weight=domain_weight, **ood_options(args)),
+            FitConfig(selection_folds=args.selection_folds, **domain, **ood_options(args)),
         )
     except ValueError as exc:  # e.g. --ood-method domains with --refine-ood
         print(f"triage eval: error: {exc}", file=sys.stderr)

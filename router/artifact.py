@@ -35,6 +35,11 @@ uses its classifier; its weight may be 0) and::
 Format version 4 adds the detector's OOD margin, ood.json ``margin: {at_line, from, score}`` (``score``: "energy"
 or "max", "max" when absent; ``DomainDetector.margin``): a version-3 router would route such an artifact without it.
 
+Format version 5 adds the domain level's optional per-(domain, cluster) cells (``DomainLevel.cell_estimate``),
+domains.json ``cells: {strength, ...}`` and::
+
+    domain_cells.npy   (2, D, k, m) float64: each cell's shrunk accuracy, then its mean cost
+
 ``Artifact.load`` checks all of it and raises ``ArtifactError`` with a message that names the file and the
 problem but never an absolute path (it may reach an admin API client).
 """
@@ -54,10 +59,11 @@ from router.domains import DomainLevel
 from router.ood import MARGIN_SCORES, DomainDetector
 
 # Version 2 (2026-12-02): policy.normalisation and the optional domain level (router/domains.py). Version 3
-# (2026-12-02): the domain OOD detector (router/ood.py). Version 4 (2026-12-02): its OOD margin. A router that
-# reads only older versions refuses a newer artifact instead of routing it with rules it does not know.
-FORMAT_VERSION = 4
-SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4)
+# (2026-12-02): the domain OOD detector (router/ood.py). Version 4 (2026-12-02): its OOD margin. Version 5
+# (2026-12-04): the domain level's per-(domain, cluster) cells. A router that reads only older versions refuses a
+# newer artifact instead of routing it with rules it does not know.
+FORMAT_VERSION = 5
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
 OOD_METHODS = ("knn_cosine_distance", "domain_mahalanobis_energy")
 NORMALISATION = "l2"
 REQUIRED_FILES = (
@@ -98,7 +104,7 @@ def stale(path: Path, generalist: str | None = None) -> bool:
     return recorded.get("format_version") != FORMAT_VERSION or other
 
 
-def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:
+def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32, ndim: int = 2) -> Matrix:
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -107,8 +113,8 @@ def _read_npy(path: Path, dtype: type[np.floating[Any]] = np.float32) -> Matrix:
         raise ArtifactError(
             f"artifact file {path.name} is not a valid .npy array ({type(exc).__name__})"
         ) from None
-    if array.ndim != 2:
-        raise ArtifactError(f"artifact file {path.name}: expected a 2-d array, got {array.ndim}-d")
+    if array.ndim != ndim:
+        raise ArtifactError(f"artifact file {path.name}: expected a {ndim}-d array, got {array.ndim}-d")
     if not np.issubdtype(array.dtype, np.floating):
         raise ArtifactError(f"artifact file {path.name}: expected floats, got {array.dtype}")
     if not np.all(np.isfinite(array)):
@@ -333,6 +339,27 @@ class Artifact:
         self.domains = DomainLevel(
             names=list(names), coef=coef, weight=weight, estimate=estimate, mean_cost=mean_cost,
             intercept=np.array([_finite(v, f"domains.json: intercept[{i}]") for i, v in enumerate(intercept)]))
+        self._load_cells(path, version, spec, self.domains)
+
+    def _load_cells(self, path: Path, version: int, spec: dict[str, Any], level: DomainLevel) -> None:
+        cells_file = path / "domain_cells.npy"
+        if "cells" not in spec and not cells_file.exists():
+            return
+        if version < 5:
+            raise ArtifactError("domains.json cells / domain_cells.npy need format_version 5")
+        cells = spec.get("cells")
+        if not isinstance(cells, dict):
+            raise ArtifactError("domains.json: cells must be {strength, ...} with domain_cells.npy beside it")
+        strength = _finite(cells.get("strength"), "domains.json: cells.strength")
+        if strength <= 0:
+            raise ArtifactError("domains.json: cells.strength must be > 0")
+        shape = (2, len(level.names), self.k, len(self.models))
+        array = _read_npy(cells_file, np.float64, ndim=4)
+        if array.shape != shape:
+            raise ArtifactError(f"domain_cells.npy: shape {array.shape}, expected {shape}")
+        if array[0].min() < 0 or array[0].max() > 1 or array[1].min() < 0:
+            raise ArtifactError("domain_cells.npy: estimates must lie in [0, 1] and costs be >= 0")
+        level.cell_estimate, level.cell_cost, level.cell_strength = array[0], array[1], strength
 
     def _load_refine(self, path: Path) -> None:
         spec_file, ref_file = path / "refine.json", path / "refine_reference.npy"

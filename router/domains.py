@@ -27,6 +27,12 @@ class DomainLevel:
     estimate: Floats  # (D, m) shrunk accuracy per domain and model
     mean_cost: Floats  # (D, m) USD per query
     weight: float  # share of the domain estimate in the blend with the cluster estimate
+    # Format 5: per domain *and cluster* (D, k, m), each cell shrunk toward its domain's row (``cell_strength``
+    # pseudo-queries of it), so that a cluster that mixes domains (MMLU's science questions among ARC's) is read
+    # with the rows of the query's own domain. None: the per-domain rows alone (formats 2-4).
+    cell_estimate: Floats | None = None
+    cell_cost: Floats | None = None
+    cell_strength: float = 0.0
 
     def logits(self, x: npt.NDArray[np.float32]) -> Floats:
         """(n, D) the classifier's linear score of each domain for each query."""
@@ -43,14 +49,32 @@ class DomainLevel:
         scores, so a query that is weakly like every domain is not mistaken for one that is strongly like one."""
         return energy_of(self.logits(x))
 
-    def blend(self, logits: Floats, accuracy: Floats, cost: Floats) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
+    def blend(self, logits: Floats, accuracy: Floats, cost: Floats,
+              cluster_weights: Floats | None = None) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
         """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain,
-        from the queries' ``logits`` (the policy computes them once: the OOD detector's energy reads them too)."""
+        from the queries' ``logits`` (the policy computes them once: the OOD detector's energy reads them too).
+        ``cluster_weights`` (n, k), the queries' cluster assignment, reads the per-(domain, cluster) cells where the
+        level has them."""
         p = softmax(logits)
         w = self.weight
         if w == 0:  # kept for the out-of-domain detector only: the clusters' estimate alone
             return accuracy, cost, p.argmax(1)
-        return (1 - w) * accuracy + w * (p @ self.estimate), (1 - w) * cost + w * (p @ self.mean_cost), p.argmax(1)
+        acc, cst = self.estimates(p, cluster_weights)
+        return (1 - w) * accuracy + w * acc, (1 - w) * cost + w * cst, p.argmax(1)
+
+    def estimates(self, p: Floats, cluster_weights: Floats | None) -> tuple[Floats, Floats]:
+        """(n, m) accuracy and cost of the domain level for queries with domain probabilities ``p``:
+        ``sum_d p_d * row_d``, or with cells ``sum_d p_d * sum_c w_c * cell_dc``."""
+        if self.cell_estimate is None or self.cell_cost is None:
+            return p @ self.estimate, p @ self.mean_cost
+        if cluster_weights is None:
+            raise ValueError("this domain level has per-cluster cells: the queries' cluster weights are needed")
+        acc = np.zeros((len(p), self.estimate.shape[1]))
+        cst = np.zeros_like(acc)
+        for d in range(len(self.names)):
+            acc += p[:, [d]] * (cluster_weights @ self.cell_estimate[d])
+            cst += p[:, [d]] * (cluster_weights @ self.cell_cost[d])
+        return acc, cst
 
 
 def softmax(logits: Floats) -> Floats:

@@ -136,7 +136,7 @@ class Policy:
         domain = logits = None
         if a.domains is not None:
             logits = a.domains.logits(x)  # once: the blend and the detector's energy both read them
-            accuracy, cost, domain = a.domains.blend(logits, accuracy, cost)
+            accuracy, cost, domain = a.domains.blend(logits, accuracy, cost, weights)
         detector = a.ood_detector if a.domains is not None else None
         nearest = sims = None
         if detector is None or a.knn_weight > 0:  # the domain detector needs no neighbours

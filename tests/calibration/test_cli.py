@@ -358,9 +358,16 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=300))
     common = ["--data", str(data), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
     enc = BlurredEncoder()
-    assert run(["calibrate", "--out", str(tmp_path / "art"), "--generalist", "general", *common], enc) == 0
+    # Weight fixed: here every domain is its own cluster, so selection finds the weights within 0.2 points and may
+    # keep the clusters alone (test_fit has data where it must choose the domain level).
+    assert run(["calibrate", "--out", str(tmp_path / "art"), "--generalist", "general", "--domain-weight", "0.6",
+                *common], enc) == 0
     art = Artifact.load(tmp_path / "art")
-    assert art.manifest["format_version"] == 4 and art.normalisation == "global" and art.domains is not None
+    assert art.manifest["format_version"] == 5 and art.normalisation == "global" and art.domains is not None
+    # per-(domain, cluster) cells by default (format 5), recorded in domains.json and the report
+    assert art.domains.cell_estimate is not None and art.domains.cell_estimate.shape == (3, art.k, len(art.models))
+    assert json.loads((tmp_path / "art" / "domains.json").read_text())["cells"]["strength"] == 40
+    assert "per domain and cluster (cell strength 40)" in (tmp_path / "art" / "report.md").read_text()
     assert art.ood_detector is not None and art.ood_threshold == 1.0
     detector = art.ood_detector
     assert (detector.margin_at_line, detector.margin_from, detector.margin_score) == (0.1, 0.5, "energy")  # defaults
@@ -375,7 +382,7 @@ def test_domain_level_is_written_used_and_can_be_turned_off(tmp_path: Path) -> N
     plain_args = ["calibrate", "--out", str(tmp_path / "plain"), "--generalist", "general", "--no-domains"]
     assert run([*plain_args, *common], enc) == 0
     plain = Artifact.load(tmp_path / "plain")
-    assert plain.manifest["format_version"] == 4 and plain.domains is None and plain.ood_detector is None
+    assert plain.manifest["format_version"] == 5 and plain.domains is None and plain.ood_detector is None
     assert not (tmp_path / "plain" / "domains.json").exists()
     assert "domain level: off (--no-domains)" in (tmp_path / "plain" / "report.md").read_text()
     assert {d.domain for d in Policy(plain).decide(enc.encode(texts[:3]), 1.0)} == {""}
@@ -392,6 +399,14 @@ def test_domain_weight_fixed_or_refused(tmp_path: Path, fake_encoder: FakeEncode
     assert zero.domains is not None and zero.domains.weight == 0 and zero.ood_detector is not None
     for bad in ("1.5", "nan", "heavy"):
         assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-weight", bad, *common], fake_encoder) == 2
+    # --domain-cells 0: the per-domain rows alone (no domain_cells.npy); below 0 or not a number: refused
+    assert run(["calibrate", "--out", str(tmp_path / "r"), "--domain-weight", "1", "--domain-cells", "0", *common],
+               fake_encoder) == 0
+    rows = Artifact.load(tmp_path / "r")
+    assert rows.domains is not None and rows.domains.cell_estimate is None
+    assert not (tmp_path / "r" / "domain_cells.npy").exists() and (tmp_path / "a" / "domain_cells.npy").exists()
+    for bad in ("-1", "nan", "inf"):
+        assert run(["calibrate", "--out", str(tmp_path / "b"), "--domain-cells", bad, *common], fake_encoder) == 2
     assert not (tmp_path / "b").exists()
 
 

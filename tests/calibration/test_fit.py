@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.fit import FitConfig, beta_table, fit
+from calibration.fit import FitConfig, beta_table, domain_cells, fit
 from tests.calibration.conftest import MODELS, FakeEncoder, synthetic_rows
 
 
@@ -148,8 +148,36 @@ def test_domain_level_is_chosen_where_clusters_mix_domains() -> None:
     p = with_domains.domains.proba(x)
     assert (np.array(["alpha", "beta"])[p.argmax(1)] == domains).mean() > 0.95
     assert 0.8 < with_domains.domains.estimate[0, 1] < 0.9 and with_domains.domains.estimate[0, 2] < 0.02
+    # Per-(domain, cluster) cells over the final clusters; strength 0 writes none.
+    cells = with_domains.domains.cell_estimate
+    assert cells is not None and cells.shape == (2, with_domains.k, 3) and with_domains.domains.cell_strength == 40
+    rows_only = fit(ids, x, scores.astype(float), costs, models, "general", FitConfig(domain_cell_strength=0),
+                    progress=False, domains=domains.tolist())
+    assert rows_only.domains is not None and rows_only.domains.cell_estimate is None
     plain = fit(ids, x, scores.astype(float), costs, models, "general", FitConfig(), progress=False)
     assert plain.domains is None and {s["domain_weight"] for s in plain.selection} == {0.0}
+
+
+def test_domain_cells_shrink_each_domains_rows_in_a_cluster_toward_its_domain_row() -> None:
+    from router.domains import DomainLevel
+
+    level = DomainLevel(["alpha", "beta"], np.zeros((2, 2), dtype=np.float32), np.zeros(2),
+                        estimate=np.array([[0.5, 0.8], [0.6, 0.2]]), mean_cost=np.array([[1.0, 2.0], [1.0, 2.0]]),
+                        weight=1.0)
+    # cluster 0: two alpha rows (model 1 right on both) and one beta row; cluster 1: beta only
+    domains = np.array(["alpha", "alpha", "beta", "beta"])
+    labels = np.array([0, 0, 0, 1])
+    scores = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    costs = np.array([[1.0, 4.0], [1.0, 4.0], [3.0, 2.0], [1.0, 2.0]])
+    out = domain_cells(level, domains, labels, 2, scores, costs, strength=2.0)
+    assert out.cell_strength == 2.0 and out.cell_estimate is not None and out.cell_cost is not None
+    # alpha in cluster 0: (2 * row + sums) / (2 + 2)
+    np.testing.assert_allclose(out.cell_estimate[0, 0], [(1.0 + 1.0) / 4, (1.6 + 2.0) / 4])
+    np.testing.assert_allclose(out.cell_cost[0, 0], [(2.0 + 2.0) / 4, (4.0 + 8.0) / 4])
+    # alpha has no row in cluster 1: its domain row; beta in cluster 1: one row
+    np.testing.assert_allclose(out.cell_estimate[0, 1], [0.5, 0.8])
+    np.testing.assert_allclose(out.cell_estimate[1, 1], [1.2 / 3, 0.4 / 3])
+    assert domain_cells(level, domains, labels, 2, scores, costs, strength=0.0) is level
 
 
 def test_one_domain_fits_no_domain_level() -> None:

@@ -305,7 +305,7 @@ def test_domain_level_names_the_domain_through_the_sdk(
     """A real version-2 artifact with a domain level, the real embedder, the openai SDK: the header names the
     likeliest calibration domain of a test-split query (rows the calibration never saw)."""
     assert domain_artifact.domains is not None and domain_artifact.domains.weight == 1.0
-    assert domain_artifact.manifest["format_version"] == 4 and domain_artifact.normalisation == "global"
+    assert domain_artifact.manifest["format_version"] == 5 and domain_artifact.normalisation == "global"
     lines = (shared_data / "routing" / "routerdc_7model.jsonl").read_text().split("\n")
     rows = [json.loads(line) for line in lines if line]
     first = {d: next(r["query"] for r in rows if r["split"] == "test" and r["domain"] == d)

@@ -285,6 +285,57 @@ def test_damaged_domain_detector_refused(tmp_path: Path, damage: Any, message: s
     assert_damage_refused(tmp_path, damage, message)
 
 
+def add_cells(path: Path, *, version: int = 5, strength: float = 40.0, cells: np.ndarray | None = None) -> Path:
+    """Format version 5: add_domain_level's two domains with per-(domain, cluster) cells. Cluster 0 (along e0)
+    mixes both domains: there, alpha's rows say 'special' and beta's 'cheap', against their domains' rows."""
+    add_domain_level(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
+    spec = json.loads((path / "domains.json").read_text())
+    (path / "domains.json").write_text(json.dumps({**spec, "cells": {"strength": strength}}))
+    if cells is None:
+        estimate = np.array([[[0.5, 0.9, 0.3], [0.5, 0.4, 0.95]], [[0.5, 0.3, 0.9], [0.5, 0.95, 0.4]]])
+        cells = np.stack([estimate, np.broadcast_to([1.0, 0.5, 0.1], estimate.shape)])
+    np.save(path / "domain_cells.npy", cells)
+    return path
+
+
+def test_domain_cells_read_the_querys_domain_within_its_cluster(tmp_path: Path) -> None:
+    """Format 5: two queries in cluster 0, one in each domain. The per-domain rows alone send alpha to 'cheap' and
+    beta to 'special'; the cells, measured on each domain's rows of cluster 0, send them the other way."""
+    x = np.array([[1, 0, 0.3, 0], [1, 0, 0, 0.3]], dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = Artifact.load(add_domain_level(write_artifact(tmp_path / "a")), embedder_dim=DIM)
+    assert [d.model for d in Policy(rows).decide(x, 1.0)] == ["cheap", "special"]
+    cells = Artifact.load(add_cells(write_artifact(tmp_path / "b")), embedder_dim=DIM)
+    assert cells.domains is not None and cells.domains.cell_strength == 40.0
+    assert cells.domains.cell_estimate is not None and cells.domains.cell_estimate.shape == (2, 2, 3)
+    assert [d.model for d in Policy(cells).decide(x, 1.0)] == ["special", "cheap"]
+    est = Policy(cells).estimate(x)
+    p = cells.domains.proba(x)
+    # the estimate is sum_d p_d * cell[d, cluster 0] (weight 1, hard assignment)
+    assert est.accuracy[0] == pytest.approx(p[0, 0] * np.array([0.5, 0.9, 0.3]) + p[0, 1] * np.array([0.5, 0.3, 0.9]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: add_cells(p, version=4), "need format_version 5"),
+        (lambda p: add_cells(p, strength=0.0), "cells.strength must be > 0"),
+        (lambda p: add_cells(p, cells=np.full((2, 2, 1, 3), 0.5)), r"domain_cells.npy: shape \(2, 2, 1, 3\), "
+                                                                  r"expected \(2, 2, 2, 3\)"),
+        (lambda p: add_cells(p, cells=np.full((2, 2, 2, 3), 1.5)), "estimates must lie in"),
+        (lambda p: add_cells(p, cells=np.full((2, 2, 3), 0.5)), "expected a 4-d array"),
+        (lambda p: (add_cells(p), (p / "domain_cells.npy").unlink()), "domain_cells.npy is missing"),
+        (lambda p: (add_cells(p), (p / "domains.json").write_text(json.dumps(
+            {k: v for k, v in json.loads((p / "domains.json").read_text()).items() if k != "cells"}))),
+         "cells must be"),
+    ],
+)
+def test_damaged_domain_cells_refused(tmp_path: Path, damage: Any, message: str) -> None:
+    assert_damage_refused(tmp_path, damage, message)
+
+
 def test_stale_names_an_older_format_or_another_generalist(tmp_path: Path) -> None:
     """What make run (scripts/run-local.sh) and the benches calibrate again; a missing artifact is not stale."""
     from router.artifact import FORMAT_VERSION, stale
