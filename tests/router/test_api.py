@@ -302,9 +302,11 @@ def test_the_policys_blas_threads_are_capped_apart_from_the_models(artifact: Art
 def test_domain_level_names_the_domain_through_the_sdk(
     domain_artifact: Artifact, embedder: Embedder, shared_data: Path, tmp_path: Path
 ) -> None:
-    """A real version-2 artifact with a domain level, the real embedder, the openai SDK: the header names the
-    likeliest calibration domain of a test-split query (rows the calibration never saw)."""
-    assert domain_artifact.domains is not None and domain_artifact.domains.weight == 1.0
+    """A real artifact with a domain level (per domain and cluster, format 5), the real embedder, the openai SDK:
+    the header names the likeliest calibration domain of a test-split query (rows the calibration never saw)."""
+    level = domain_artifact.domains
+    assert level is not None and level.weight == 1.0 and level.cell_estimate is not None
+    assert level.cell_estimate.shape == (len(level.names), domain_artifact.k, len(domain_artifact.models))
     assert domain_artifact.manifest["format_version"] == 5 and domain_artifact.normalisation == "global"
     lines = (shared_data / "routing" / "routerdc_7model.jsonl").read_text().split("\n")
     rows = [json.loads(line) for line in lines if line]
