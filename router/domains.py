@@ -69,12 +69,17 @@ class DomainLevel:
             return p @ self.estimate, p @ self.mean_cost
         if cluster_weights is None:
             raise ValueError("this domain level has per-cluster cells: the queries' cluster weights are needed")
-        acc = np.zeros((len(p), self.estimate.shape[1]))
-        cst = np.zeros_like(acc)
-        for d in range(len(self.names)):
-            acc += p[:, [d]] * (cluster_weights @ self.cell_estimate[d])
-            cst += p[:, [d]] * (cluster_weights @ self.cell_cost[d])
-        return acc, cst
+        w = cluster_weights
+        return _through_cells(p, w, self.cell_estimate), _through_cells(p, w, self.cell_cost)
+
+
+def _through_cells(p: Floats, cluster_weights: Floats, cells: Floats) -> Floats:
+    """(n, m) ``sum_d p[n, d] * sum_c w[n, c] * cells[d, c, m]`` in two products (no loop over D: RouteLLM's 58
+    domains would cost 0.3 ms a query)."""
+    d, k, m = cells.shape
+    per_cluster = (p @ cells.reshape(d, k * m)).reshape(len(p), k, m)  # (n, k, m): the domain mix of each cluster
+    out: Floats = np.einsum("nk,nkm->nm", cluster_weights, per_cluster)
+    return out
 
 
 def softmax(logits: Floats) -> Floats:
