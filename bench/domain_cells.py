@@ -47,6 +47,73 @@ def describe(policy: Policy, k: int) -> str:
     return f"k {k}, weight {a.domains.weight if a.domains is not None else 0:g}, kNN {a.knn_weight:g}"
 
 
+def knob1(policy: Policy, data: TrainRows, rows: np.ndarray) -> np.ndarray:
+    """Each row's score at knob 1."""
+    s = data.rows.scores[rows]
+    chosen, _ = policy.choose(policy.estimate(data.x[rows]), np.ones(len(s)))
+    out: np.ndarray = s[np.arange(len(s)), chosen]
+    return out
+
+
+def header(title: str, first: list[str], configs: dict[str, FitConfig]) -> None:
+    print(f"\n## {title}\n")
+    print("| " + " | ".join([*first, *configs]) + " |")
+    print("|" + "---|" * (len(first) + len(configs)))
+
+
+def in_domain(name: str, data: TrainRows, configs: dict[str, FitConfig]) -> None:
+    header(f"{name}: in domain, three dev slices (objective; chosen k, domain weight, kNN blend)", ["slice"], configs)
+    means: dict[str, list[float]] = collections.defaultdict(list)
+    for salt in SALTS:
+        dev = data.fold(salt, 5) == 0
+        cells = []
+        for label, config in configs.items():
+            result, policy = data.fit(~dev, config)
+            value = objective(policy, data, dev)
+            means[label].append(value)
+            cells.append(f"{value:.4f} ({describe(policy, result.k)})")
+        print(f"| {salt} | " + " | ".join(cells) + " |", flush=True)
+    print("| **mean** | " + " | ".join(f"**{np.mean(v):.4f}**" for v in means.values()) + " |")
+
+
+def outer(data: TrainRows, configs: dict[str, FitConfig]) -> None:
+    header("routerdc: five disjoint outer folds (knob-1 accuracy, every train row once)", ["fold", "rows"], configs)
+    fold = data.fold("outer:", 5)
+    correct: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+    for f in range(5):
+        held = fold == f
+        cells = []
+        for label, config in configs.items():
+            result, policy = data.fit(~held, config)
+            correct[label].append(knob1(policy, data, held))
+            cells.append(f"{correct[label][-1].mean():.4f} ({describe(policy, result.k)})")
+        print(f"| {f} | {int(held.sum()):,} | " + " | ".join(cells) + " |", flush=True)
+    (a_label, a), (b_label, b) = ((k, np.concatenate(v)) for k, v in correct.items())
+    diff = b - a
+    print(f"\nPooled over {len(a):,} rows: {a_label} {a.mean():.4f}, {b_label} {b.mean():.4f}, difference "
+          f"{100 * diff.mean():+.2f} points (paired standard error {100 * diff.std(ddof=1) / np.sqrt(len(diff)):.2f})")
+
+
+def held_out(data: TrainRows, configs: dict[str, FitConfig]) -> None:
+    header("routerdc: leave one domain out (train rows, knob 1, points against the generalist)",
+           ["held-out domain", "rows"], configs)
+    domains = np.array(data.rows.domains)
+    g = data.rows.models.index(data.generalist)
+    deltas: dict[str, list[float]] = collections.defaultdict(list)
+    for held, n in collections.Counter(domains.tolist()).most_common(6):
+        mask = domains == held
+        cells = []
+        for label, config in configs.items():
+            _, policy = data.fit(~mask, config)
+            delta = 100 * float(knob1(policy, data, mask).mean() - data.rows.scores[mask, g].mean())
+            deltas[label].append(delta)
+            level = policy.artifact.domains
+            cells.append(f"{delta:+.2f} (weight {level.weight if level is not None else 0:g})")
+        print(f"| {held} | {n:,} | " + " | ".join(cells) + " |", flush=True)
+    print("| **mean / worst** | | " + " | ".join(f"**{np.mean(v):+.2f} / {min(v):+.2f}**"
+                                                for v in deltas.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.domain_cells")
     parser.add_argument("--datasets", default="routerdc,llmrouter,routeprofile,routellm")
@@ -56,65 +123,10 @@ def main() -> None:
                f"cells {args.strength:g}": FitConfig(domain_cell_strength=args.strength)}
     for name in args.datasets.split(","):
         data = load(name)
-        print(f"\n## {name}: in domain, three dev slices (objective; chosen k, domain weight, kNN blend)\n")
-        print("| slice | " + " | ".join(configs) + " |")
-        print("|---|" + "---|" * len(configs))
-        means: dict[str, list[float]] = collections.defaultdict(list)
-        for salt in SALTS:
-            dev = data.fold(salt, 5) == 0
-            cells = []
-            for label, config in configs.items():
-                result, policy = data.fit(~dev, config)
-                value = objective(policy, data, dev)
-                means[label].append(value)
-                cells.append(f"{value:.4f} ({describe(policy, result.k)})")
-            print(f"| {salt} | " + " | ".join(cells) + " |", flush=True)
-        print("| **mean** | " + " | ".join(f"**{np.mean(v):.4f}**" for v in means.values()) + " |")
-        if name != "routerdc":
-            continue
-        outer(data, configs)
-        print(f"\n## {name}: leave one domain out (train rows, knob 1, points against the generalist)\n")
-        print("| held-out domain | rows | " + " | ".join(configs) + " |")
-        print("|---|---|" + "---|" * len(configs))
-        domains = np.array(data.rows.domains)
-        g = data.rows.models.index(data.generalist)
-        deltas: dict[str, list[float]] = collections.defaultdict(list)
-        for held, n in collections.Counter(domains.tolist()).most_common(6):
-            mask = domains == held
-            s = data.rows.scores[mask]
-            cells = []
-            for label, config in configs.items():
-                _, policy = data.fit(~mask, config)
-                chosen, _ = policy.choose(policy.estimate(data.x[mask]), np.ones(int(mask.sum())))
-                delta = 100 * float(s[np.arange(len(s)), chosen].mean() - s[:, g].mean())
-                deltas[label].append(delta)
-                level = policy.artifact.domains
-                cells.append(f"{delta:+.2f} (weight {level.weight if level is not None else 0:g})")
-            print(f"| {held} | {n:,} | " + " | ".join(cells) + " |", flush=True)
-        print("| **mean / worst** | | " + " | ".join(f"**{np.mean(v):+.2f} / {min(v):+.2f}**"
-                                                    for v in deltas.values()) + " |")
-
-
-def outer(data: TrainRows, configs: dict[str, FitConfig]) -> None:
-    print("\n## routerdc: five disjoint outer folds (knob-1 accuracy, every train row once)\n")
-    print("| fold | rows | " + " | ".join(configs) + " |")
-    print("|---|---|" + "---|" * len(configs))
-    fold = data.fold("outer:", 5)
-    correct: dict[str, list[np.ndarray]] = collections.defaultdict(list)
-    for f in range(5):
-        held = fold == f
-        s = data.rows.scores[held]
-        cells = []
-        for label, config in configs.items():
-            result, policy = data.fit(~held, config)
-            chosen, _ = policy.choose(policy.estimate(data.x[held]), np.ones(int(held.sum())))
-            correct[label].append(s[np.arange(len(s)), chosen])
-            cells.append(f"{correct[label][-1].mean():.4f} ({describe(policy, result.k)})")
-        print(f"| {f} | {int(held.sum()):,} | " + " | ".join(cells) + " |", flush=True)
-    (a_label, a), (b_label, b) = ((k, np.concatenate(v)) for k, v in correct.items())
-    diff = b - a
-    print(f"\nPooled over {len(a):,} rows: {a_label} {a.mean():.4f}, {b_label} {b.mean():.4f}, difference "
-          f"{100 * diff.mean():+.2f} points (paired standard error {100 * diff.std(ddof=1) / np.sqrt(len(diff)):.2f})")
+        in_domain(name, data, configs)
+        if name == "routerdc":  # the dataset with the issue's targets
+            outer(data, configs)
+            held_out(data, configs)
 
 
 if __name__ == "__main__":
