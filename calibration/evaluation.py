@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from calibration.fit import kmeans
-from calibration.metrics import aiq, auroc, frontier, oracle, random_router
+from calibration.metrics import aiq, aiq_difference_interval, auroc, frontier, oracle, random_router
 from router.clusters import nearest
 from router.policy import Estimates, Policy, Refiner
 
@@ -97,8 +97,10 @@ def evaluate(
     est = policy.estimate(test_x, rows_of(test_refine))
     n = len(test_s)
     triage = []
+    triage_choices, avengers_choices = [], []
     for knob in KNOBS:
         chosen, reasons = policy.choose(est, np.full(n, knob))
+        triage_choices.append(chosen)
         if knob == 1.0:
             triage_choice = chosen  # what the per-domain table compares at knob 1
             margined = np.array([r == "ood_margin" for r in reasons], dtype=bool)
@@ -116,7 +118,8 @@ def evaluate(
         )
     avengers = []
     for alpha in ALPHAS:
-        acc, cost = picked(test_s, test_c, baseline.choose(test_x, alpha))
+        avengers_choices.append(baseline.choose(test_x, alpha))
+        acc, cost = picked(test_s, test_c, avengers_choices[-1])
         avengers.append({"alpha": alpha, "accuracy": acc, "cost": cost})
     single = {
         m: {"accuracy": float(test_s[:, j].mean()), "cost": float(test_c[:, j].mean())}
@@ -144,6 +147,9 @@ def evaluate(
         "cheapest_knob_matching_best_single": cheapest_match
         and {k: cheapest_match[k] for k in ("knob", "accuracy", "cost")},
         "knob1_minus_best_single": triage[-1]["accuracy"] - single[best_single]["accuracy"],
+        # Paired over the same rows: the standard error of the mean per-row difference.
+        "knob1_minus_best_single_se": paired_se(test_s[np.arange(n), triage_choice],
+                                                test_s[:, models.index(best_single)]),
         "triage_frontier": frontier([(p["cost"], p["accuracy"]) for p in triage]),
     }
     if has_cost:
@@ -155,6 +161,8 @@ def evaluate(
             "triage": aiq([(p["cost"], p["accuracy"]) for p in triage] + anchor, cmin, cmax),
             "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
             "cost_range": [cmin, cmax],
+            # How far the difference moves when the test rows are resampled (1,000 paired bootstrap resamples).
+            "difference_interval_95": aiq_difference_interval(test_s, test_c, triage_choices, avengers_choices),
         }
     if test_domains is not None and domain_best is not None:
         result.update(_by_domain(models, test_s, test_c, est, triage_choice, margined, list(test_domains),
@@ -181,6 +189,12 @@ def evaluate(
         }
         result["ood_scores"] = ood_est.ood_score
     return result
+
+
+def paired_se(first: Floats, second: Floats) -> float:
+    """Standard error of ``mean(first - second)`` over paired rows (0 for fewer than two rows)."""
+    d = np.asarray(first, float) - np.asarray(second, float)
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates, triage_choice: npt.NDArray[np.intp],

@@ -57,6 +57,32 @@ def aiq(
     return float(np.trapezoid(ys, xs) / (cost_max - cost_min))
 
 
+def aiq_difference_interval(
+    scores: Floats, costs: Floats, first: Sequence[npt.NDArray[np.intp]], second: Sequence[npt.NDArray[np.intp]],
+    resamples: int = 1000, seed: int = 0,
+) -> tuple[float, float]:
+    """95 % paired bootstrap interval of AIQ(first) - AIQ(second) over the rows: each router is a sweep of per-row
+    model choices (``first``: Triage's knobs, ``second``: the baseline's alphas), both anchored at the resample's
+    cheapest single model over the resample's single-model cost range, as ``triage eval`` computes them."""
+    rows = np.arange(len(scores))
+    routers = [*first, *second]
+    acc = np.stack([scores[rows, c] for c in routers])  # (R, n)
+    cost = np.stack([costs[rows, c] for c in routers])
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        idx = rng.integers(0, len(rows), len(rows))
+        a, c = acc[:, idx].mean(axis=1), cost[:, idx].mean(axis=1)
+        single_a, single_c = scores[idx].mean(axis=0), costs[idx].mean(axis=0)
+        j = min(range(len(single_c)), key=lambda m: (single_c[m], -single_a[m]))
+        anchor = [(float(single_c[j]), float(single_a[j]))]
+        lo, hi = float(single_c.min()), float(single_c.max())
+        split = len(first)
+        out[b] = (aiq([*zip(c[:split], a[:split], strict=True), *anchor], lo, hi)
+                  - aiq([*zip(c[split:], a[split:], strict=True), *anchor], lo, hi))
+    return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
+
+
 def auroc(negatives: Floats, positives: Floats) -> float:
     """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U)."""
     neg, pos = np.asarray(negatives, float), np.asarray(positives, float)

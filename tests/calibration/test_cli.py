@@ -86,6 +86,12 @@ def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder:
             assert mathy not in chosen, (domain, knob)
     assert any(p["share"]["mathy"] > 0 for p in report["triage"])  # it does answer math
     assert 0 < report["aiq"]["triage"] <= knob1 and 0 < report["aiq"]["avengers"] <= 1
+    # the uncertainty of both comparisons over these test rows, in report.json and report.md
+    lo, hi = report["aiq"]["difference_interval_95"]
+    assert lo <= report["aiq"]["triage"] - report["aiq"]["avengers"] <= hi and hi - lo < 0.2
+    assert 0 < report["knob1_minus_best_single_se"] < 0.05
+    assert "95 % paired bootstrap interval" in (rep / "report.md").read_text()
+    assert "paired standard error" in (rep / "report.md").read_text()
     for png in ("frontier.png", "cluster_accuracy.png", "cliff.png"):
         assert (rep / png).stat().st_size > 10_000
     assert "AIQ" in (rep / "report.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.metrics import aiq, auroc, frontier, oracle
+from calibration.metrics import aiq, aiq_difference_interval, auroc, frontier, oracle
 
 
 def test_frontier_drops_points_under_the_hull_and_costlier_worse_points() -> None:
@@ -32,3 +32,17 @@ def test_oracle_prefers_cheaper_among_best() -> None:
     scores = np.array([[1.0, 1.0], [0.0, 1.0]])
     costs = np.array([[2.0, 1.0], [2.0, 3.0]])
     assert oracle(scores, costs) == (1.0, 2.0)  # row 0: model 1 (cheaper), row 1: model 1
+
+
+def test_aiq_difference_interval_is_zero_for_the_same_router_and_excludes_zero_for_a_clearly_better_one() -> None:
+    """Two models: a cheap one right on half the rows, a dear one on all. Routers are sweeps of per-row choices."""
+    rng = np.random.default_rng(1)
+    n = 400
+    scores = np.stack([rng.random(n) < 0.5, np.ones(n, bool)], axis=1).astype(float)
+    costs = np.tile([1.0, 10.0], (n, 1))
+    cheap, dear = np.zeros(n, np.intp), np.ones(n, np.intp)
+    # the oracle-like router sends only the cheap model's misses to the dear one: above the straight line
+    smart = np.where(scores[:, 0] > 0, 0, 1).astype(np.intp)
+    assert aiq_difference_interval(scores, costs, [cheap, dear], [cheap, dear], resamples=50) == (0.0, 0.0)
+    lo, hi = aiq_difference_interval(scores, costs, [cheap, smart, dear], [cheap, dear], resamples=200)
+    assert 0 < lo <= hi < 0.5
