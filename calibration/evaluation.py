@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from calibration.fit import kmeans
-from calibration.metrics import aiq, aiq_difference_interval, auroc, frontier, oracle, random_router
+from calibration.metrics import aiq, aiq_difference_interval, auroc, frontier, oracle, paired_se, random_router
 from router.clusters import nearest
 from router.policy import Estimates, Policy, Refiner
 
@@ -189,12 +189,6 @@ def evaluate(
         }
         result["ood_scores"] = ood_est.ood_score
     return result
-
-
-def paired_se(first: Floats, second: Floats) -> float:
-    """Standard error of ``mean(first - second)`` over paired rows (0 for fewer than two rows)."""
-    d = np.asarray(first, float) - np.asarray(second, float)
-    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates, triage_choice: npt.NDArray[np.intp],

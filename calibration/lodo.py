@@ -22,7 +22,7 @@ from calibration.data import DataError, ScoreMatrix, load_scores
 from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.evaluation import rows_of
 from calibration.fit import FitConfig, FitResult, fit, in_memory_artifact
-from calibration.metrics import auroc
+from calibration.metrics import auroc, paired_se
 from router.policy import Policy
 
 
@@ -68,6 +68,7 @@ def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarr
     if policy.artifact.refine is not None:
         out["refined"] = float(est.refined.mean())
     out["delta_vs_generalist"] = out["routed_accuracy"] - out["generalist_accuracy"]
+    out["delta_se"] = paired_se(s[rows, chosen], s[:, g])  # paired over the domain's rows
     if ref_ood is not None:
         out["auroc"] = auroc(ref_ood, est.ood_score)
     return out
@@ -161,7 +162,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Generalist `{report['generalist']}`; knob 1; a domain is fitted without its own train rows.",
         "",
-        "| domain | n | routed % | generalist % | delta pts | best single % | flagged OOD % | OOD margin % "
+        "| domain | n | routed % | generalist % | delta pts (SE) | best single % | flagged OOD % | OOD margin % "
         "| AUROC | k | domain weight | OOD method |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -169,7 +170,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
         lines.append(
             f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
-            f" | {100 * r['delta_vs_generalist']:+.2f} | {100 * r['best_single_accuracy']:.2f} | "
+            f" | {100 * r['delta_vs_generalist']:+.2f} ({100 * r.get('delta_se', float('nan')):.2f})"
+            f" | {100 * r['best_single_accuracy']:.2f} | "
             f"{100 * r['flagged_ood']:.1f} | {100 * r.get('ood_margin', 0.0):.1f} | "
             f"{r.get('auroc', float('nan')):.3f} | {r['k']} | "
             f"{r.get('domain_weight', 0.0):g} | {r.get('ood_method', 'knn')} |"

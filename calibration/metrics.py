@@ -83,6 +83,12 @@ def aiq_difference_interval(
     return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
 
 
+def paired_se(first: Floats, second: Floats) -> float:
+    """Standard error of ``mean(first - second)`` over paired rows (0 for fewer than two rows)."""
+    d = np.asarray(first, float) - np.asarray(second, float)
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def auroc(negatives: Floats, positives: Floats) -> float:
     """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U)."""
     neg, pos = np.asarray(negatives, float), np.asarray(positives, float)

@@ -313,6 +313,9 @@ def test_leave_one_domain_out(tmp_path: Path, fake_encoder: FakeEncoder) -> None
         assert r["routed_accuracy"] >= r["generalist_accuracy"] - 0.05
         assert r["domain_weight"] in FitConfig().domain_weights  # each fit's own choice, recorded
     assert "| math |" in (out / "lodo.md").read_text() and "| domain weight |" in (out / "lodo.md").read_text()
+    # each delta with its paired standard error over the held-out rows
+    assert all(r["delta_se"] >= 0 for r in report["domains"].values())
+    assert "delta pts (SE)" in (out / "lodo.md").read_text()
     common = ["eval", "--leave-one-domain-out", "--data", str(data), "--generalist", "general", "--min-test", "20",
               "--cache-dir", str(tmp_path / "c"), "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "five"), "--selection-folds", "5"], encoder=fake_encoder) == 0
