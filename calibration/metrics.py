@@ -70,6 +70,7 @@ def aiq_difference_interval(
     cost = np.stack([costs[rows, c] for c in routers])
     rng = np.random.default_rng(seed)
     out = np.empty(resamples)
+    split = len(first)
     for b in range(resamples):
         idx = rng.integers(0, len(rows), len(rows))
         a, c = acc[:, idx].mean(axis=1), cost[:, idx].mean(axis=1)
@@ -77,7 +78,6 @@ def aiq_difference_interval(
         j = min(range(len(single_c)), key=lambda m: (single_c[m], -single_a[m]))
         anchor = [(float(single_c[j]), float(single_a[j]))]
         lo, hi = float(single_c.min()), float(single_c.max())
-        split = len(first)
         out[b] = (aiq([*zip(c[:split], a[:split], strict=True), *anchor], lo, hi)
                   - aiq([*zip(c[split:], a[split:], strict=True), *anchor], lo, hi))
     return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))

@@ -109,18 +109,16 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
         a = result["aiq"]
         lines += [
             f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f}): "
-            f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f}"
-            + (f" (difference {a['triage'] - a['avengers']:+.4f}; 95 % paired bootstrap interval "
-               f"{a['difference_interval_95'][0]:+.4f} to {a['difference_interval_95'][1]:+.4f})"
-               if "difference_interval_95" in a else ""),
+            f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f} (difference "
+            f"{a['triage'] - a['avengers']:+.4f}; 95 % paired bootstrap interval "
+            f"{a['difference_interval_95'][0]:+.4f} to {a['difference_interval_95'][1]:+.4f})",
             "",
         ]
     bs = result["best_single"]
     lines += [
         f"**Knob 1**: {pct(result['triage'][-1]['accuracy'])} % vs best single model `{bs}` "
-        f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts"
-        + (f", paired standard error {100 * result['knob1_minus_best_single_se']:.2f}"
-           if "knob1_minus_best_single_se" in result else "") + ")",
+        f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts, "
+        f"paired standard error {100 * result['knob1_minus_best_single_se']:.2f})",
         f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']} "
         f"(cost {money(result['best']['cost'])})",
     ]

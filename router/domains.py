@@ -50,7 +50,7 @@ class DomainLevel:
         return energy_of(self.logits(x))
 
     def blend(self, logits: Floats, accuracy: Floats, cost: Floats,
-              cluster_weights: Floats | None = None) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
+              cluster_weights: Floats) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
         """(accuracy, cost) blended ``(1 - weight) : weight`` with the domain estimate, and the likeliest domain,
         from the queries' ``logits`` (the policy computes them once: the OOD detector's energy reads them too).
         ``cluster_weights`` (n, k), the queries' cluster assignment, reads the per-(domain, cluster) cells where the
@@ -62,13 +62,11 @@ class DomainLevel:
         acc, cst = self.estimates(p, cluster_weights)
         return (1 - w) * accuracy + w * acc, (1 - w) * cost + w * cst, p.argmax(1)
 
-    def estimates(self, p: Floats, cluster_weights: Floats | None) -> tuple[Floats, Floats]:
+    def estimates(self, p: Floats, cluster_weights: Floats) -> tuple[Floats, Floats]:
         """(n, m) accuracy and cost of the domain level for queries with domain probabilities ``p``:
         ``sum_d p_d * row_d``, or with cells ``sum_d p_d * sum_c w_c * cell_dc``."""
         if self.cell_estimate is None or self.cell_cost is None:
             return p @ self.estimate, p @ self.mean_cost
-        if cluster_weights is None:
-            raise ValueError("this domain level has per-cluster cells: the queries' cluster weights are needed")
         w = cluster_weights
         return _through_cells(p, w, self.cell_estimate), _through_cells(p, w, self.cell_cost)
 
