@@ -19,6 +19,6 @@ test: setup       ## the whole test suite (CI runs exactly this)
 
 lint:
 	.venv/bin/ruff check router calibration specialists tests bench
-	.venv/bin/mypy router
+	.venv/bin/mypy --explicit-package-bases router calibration specialists bench
 
 check: lint test

@@ -29,7 +29,7 @@ def linear_cost(length_fit: Floats, cost_fit: Floats, length: Floats) -> Floats:
     """Per model: cost ≈ a + b · characters, least squares on the fit rows; never below zero."""
     design = np.c_[np.ones(len(length_fit)), length_fit]
     coef, *_ = np.linalg.lstsq(design, cost_fit, rcond=None)  # (2, m): one column per model
-    return np.maximum(np.c_[np.ones(len(length)), length] @ coef, 0.0)
+    return np.asarray(np.maximum(np.c_[np.ones(len(length)), length] @ coef, 0.0), dtype=np.float64)
 
 
 def main(argv: list[str] | None = None) -> int:

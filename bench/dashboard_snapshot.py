@@ -63,7 +63,7 @@ async def drive(url: str, rows: list[dict[str, Any]], seconds: float, stack: Ben
                 stack.fakes[victim].restart()
             roll = rng.random()
             if roll < 0.08:
-                body = {"model": "triage", "messages": [{"role": "user", "content": rng.choice(OOD)}]}
+                body: dict[str, Any] = {"model": "triage", "messages": [{"role": "user", "content": rng.choice(OOD)}]}
                 kind, row = "ood", None
             elif roll < 0.14:
                 body = {"model": rng.choice(stack.models), "messages": [{"role": "user", "content": "hi"}]}

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workers = Workers(CONFIGS, onnx_dir)
     try:
-        one = [[] for _ in CONFIGS], [[] for _ in CONFIGS]  # (all, short) latencies per config
+        # (all, short) latencies per config
+        one: tuple[list[list[float]], list[list[float]]] = [[] for _ in CONFIGS], [[] for _ in CONFIGS]
         for kind, texts in enumerate((single, short)):
             for i, text in enumerate(texts):
                 for c, seconds in enumerate(workers.each(("one", text), i)):

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ PARTS = {"line alone": (0.0, 0.5, "max")} | {f"{m:g} from {s:g}, {p}": (m, s, p)
 WEIGHT = {"chosen weight, margin 0.1": (0.1, 0.5, "energy")} | {
     f"weight 1, margin {m:g}": (m, 0.5, "energy") for m in (0.1, 0.15, 0.2)}
 FIXED_WEIGHT = {name: 1.0 for name in WEIGHT if name.startswith("weight 1")}
-Variants = dict[str, tuple[float, float, str] | None]
+Variants = Mapping[str, tuple[float, float, str] | None]
 
 
 def policies(data: TrainRows, rows: np.ndarray, variants: Variants) -> tuple[FitResult, dict[str, Policy]]:

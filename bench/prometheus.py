@@ -35,7 +35,7 @@ class Prometheus:
         return dict(httpx.get(self.url + "/api/v1/query", params=params, timeout=30).json())
 
     def query_range(self, promql: str, start: float, end: float, step: float) -> dict[str, Any]:
-        params = {"query": promql, "start": start, "end": end, "step": step}
+        params: dict[str, Any] = {"query": promql, "start": start, "end": end, "step": step}
         return dict(httpx.get(self.url + "/api/v1/query_range", params=params, timeout=30).json())
 
 

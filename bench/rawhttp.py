@@ -48,7 +48,7 @@ async def _read_response(reader: asyncio.StreamReader,
         if on_chunk is not None and body:
             on_chunk(body)
         return status, body
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:

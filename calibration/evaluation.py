@@ -96,7 +96,7 @@ def evaluate(
     compares Triage at knob 1 with it domain by domain."""
     est = policy.estimate(test_x, rows_of(test_refine))
     n = len(test_s)
-    triage = []
+    triage: list[dict[str, Any]] = []
     triage_choices, avengers_choices = [], []
     for knob in KNOBS:
         chosen, reasons = policy.choose(est, np.full(n, knob))
@@ -116,7 +116,7 @@ def evaluate(
                 "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)},
             }
         )
-    avengers = []
+    avengers: list[dict[str, Any]] = []
     for alpha in ALPHAS:
         avengers_choices.append(baseline.choose(test_x, alpha))
         acc, cost = picked(test_s, test_c, avengers_choices[-1])

@@ -94,7 +94,9 @@ def calibration_report(
 
 
 def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> str:
-    money = (lambda c: f"{c:.6f}") if result["has_cost"] else (lambda c: "equal")
+    def money(c: float) -> str:
+        return f"{c:.6f}" if result["has_cost"] else "equal"
+
     lines = [
         "# Triage evaluation report",
         "",
