@@ -27,10 +27,10 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
 
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
     """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact
-    in the current format."""
+    in the current format with this ``generalist``."""
     from router.artifact import stale
 
-    if stale(out):
+    if stale(out, generalist):
         shutil.rmtree(out)
     if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate
