@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.devsplit import TrainRows, load
 from calibration.fit import KNOBS, FitConfig, quality
+from calibration.metrics import paired_se
 from router.policy import Policy
 
 SALTS = ("dev:", "dev2:", "dev3:")
@@ -88,10 +89,16 @@ def outer(data: TrainRows, configs: dict[str, FitConfig]) -> None:
             correct[label].append(knob1(policy, data, held))
             cells.append(f"{correct[label][-1].mean():.4f} ({describe(policy, result.k)})")
         print(f"| {f} | {int(held.sum()):,} | " + " | ".join(cells) + " |", flush=True)
-    (a_label, a), (b_label, b) = ((k, np.concatenate(v)) for k, v in correct.items())
-    diff = b - a
-    print(f"\nPooled over {len(a):,} rows: {a_label} {a.mean():.4f}, {b_label} {b.mean():.4f}, difference "
-          f"{100 * diff.mean():+.2f} points (paired standard error {100 * diff.std(ddof=1) / np.sqrt(len(diff)):.2f})")
+    pooled(correct)
+
+
+def pooled(correct: dict[str, list[np.ndarray]]) -> None:
+    """Each later entry's pooled knob-1 accuracy against the first's: the difference and its paired standard error."""
+    (a_label, a), *rest = ((k, np.concatenate(v)) for k, v in correct.items())
+    print()
+    for b_label, b in rest:
+        print(f"Pooled over {len(a):,} rows: {a_label} {a.mean():.4f}, {b_label} {b.mean():.4f}, difference "
+              f"{100 * (b - a).mean():+.2f} points (paired standard error {100 * paired_se(b, a):.2f})")
 
 
 def held_out(data: TrainRows, configs: dict[str, FitConfig]) -> None:
