@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.embedder_quality import DATASETS, ROOT
+from bench.embedder_quality import DATASETS, ROOT, ROUTERDC_GENERALIST
 from calibration.data import ScoreMatrix, hash_fraction, load_scores
 from calibration.embeddings import EmbeddingCache
 from calibration.fit import FitConfig, FitResult, fit
@@ -20,7 +20,7 @@ from calibration.lodo import policy_from
 from router.policy import Policy
 
 # The generalist each dataset's published figures use (docs/results.md): RouterDC's train-chosen one.
-GENERALIST = {"routerdc": "cognitivecomputations/dolphin-2.9-llama3-8b"}
+GENERALIST = {"routerdc": ROUTERDC_GENERALIST}
 
 
 @dataclass

@@ -29,7 +29,7 @@ from bench.stack import CALIBRATE_FLAGS, DATA
 ROOT = Path(DATA).parent
 PRICES_ROUTELLM = str(Path(__file__).resolve().parents[1] / "calibration" / "prices" / "routellm_public.json")
 DATASETS: dict[str, dict[str, Any]] = {
-    "routerdc": {"data": "routerdc_7model.jsonl", "calibrate": ["--generalist", "meta-llama/Meta-Llama-3-8B"]},
+    "routerdc": {"data": "routerdc_7model.jsonl"},  # its generalist: --routerdc-generalist
     "llmrouter": {"data": "llmrouter_dcrouter.jsonl", "prices": str(ROOT / "llmrouter_prices.json")},
     "routeprofile": {"data": "routeprofile_test.jsonl"},
     "routellm": {"data": "routellm_mmlu_gsm8k.jsonl", "prices": PRICES_ROUTELLM},
@@ -41,7 +41,11 @@ SERVING: dict[str, tuple[str, tuple[str, ...]]] = {"openvino-serving": ("minilm"
 CONFIGS = (*CALIBRATE_FLAGS, *SERVING)
 
 
-def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[str, Any]:
+# RouterDC's train-chosen generalist (docs/results.md); the runs before 2026-12-05 used Meta-Llama-3-8B.
+ROUTERDC_GENERALIST = "cognitivecomputations/dolphin-2.9-llama3-8b"
+
+
+def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path, generalist: str | None = None) -> dict[str, Any]:
     from calibration.cli import main as triage
 
     data = str(ROOT / spec["data"])
@@ -54,7 +58,7 @@ def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[s
         if not (art / "manifest.json").exists():
             raise RuntimeError(f"{embedder} serves the {calibrated} artifact: list {calibrated} before it")
     elif triage(["calibrate", "--data", data, "--out", str(art), "--no-progress", *prices,
-                 *spec.get("calibrate", []), *flags]):
+                 *(["--generalist", generalist] if generalist else []), *flags]):
         raise RuntimeError(f"calibrate {name} {embedder} failed")
     if triage(["eval", "--artifact", str(art), "--data", data, "--out", str(ev), "--no-progress", *prices,
                *eval_flags]):
@@ -69,12 +73,12 @@ def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path) -> dict[s
     return row
 
 
-def run_lodo(embedder: str, out: Path) -> dict[str, dict[str, Any]]:
+def run_lodo(embedder: str, out: Path, generalist: str) -> dict[str, dict[str, Any]]:
     from calibration.lodo import main as lodo
 
     flags = CALIBRATE_FLAGS[embedder]
     target = out / f"lodo-{embedder}"
-    if lodo(["--data", DATA, "--out", str(target), "--generalist", "meta-llama/Meta-Llama-3-8B",
+    if lodo(["--data", DATA, "--out", str(target), "--generalist", generalist,
              "--no-progress", *flags]):
         raise RuntimeError(f"lodo {embedder} failed")
     report = json.loads((target / "lodo.json").read_text())
@@ -91,12 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--embedders", default=",".join(CONFIGS))
     parser.add_argument("--no-lodo", action="store_true")
+    parser.add_argument("--routerdc-generalist", default=ROUTERDC_GENERALIST,
+                        help="RouterDC's generalist, in its calibrations and its leave-one-domain-out")
     args = parser.parse_args(argv)
     embedders = args.embedders.split(",")
     lines = ["| dataset | embedder | AIQ | Δ AIQ | acc knob 1 | Δ acc | OOD AUROC | Δ AUROC | refined |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in args.datasets.split(","):
-        rows = {e: run_one(name, DATASETS[name], e, args.out) for e in embedders}
+        generalist = args.routerdc_generalist if name == "routerdc" else None
+        rows = {e: run_one(name, DATASETS[name], e, args.out, generalist) for e in embedders}
         base = rows.get("minilm")
         for e, row in rows.items():
             def delta(key: str, digits: int, row: dict[str, Any] = row, e: str = e,
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{fmt(row['refined'] and row['refined'] * 100, 0)}{'%' if row['refined'] else ''} |")
         print("\n".join(lines[-len(rows):]), flush=True)
     if not args.no_lodo:
-        lodo = {e: run_lodo(e, args.out) for e in embedders if e not in SERVING}
+        lodo = {e: run_lodo(e, args.out, args.routerdc_generalist) for e in embedders if e not in SERVING}
         lines += ["", "Leave-one-domain-out on RouterDC: OOD AUROC of each held-out domain against the others",
                   "", "| domain | " + " | ".join(lodo)
                   + " | routed − generalist (" + " / ".join(lodo) + ") |",
