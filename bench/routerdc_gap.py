@@ -1,10 +1,10 @@
 """Where RouterDC's in-domain gap to the *domain router* is, and whether reading the domain level alone closes it.
 Train rows only.
 
-    .venv/bin/python -m bench.routerdc_gap [--skip-variants]
+    .venv/bin/python -m bench.routerdc_gap [--tables estimators,protection,variants]
 
 The domain router (``triage eval``'s baseline told each query's domain, docs/results.md) is the only router in
-the reports that clears the issue's RouterDC target of best single + 3 points. Two tables:
+the reports that clears the issue's RouterDC target of best single + 3 points. Three tables:
 
 - **Estimators, five disjoint outer folds** (sha256("outer:" + id); each fold routed at knob 1 by the default fit
   on the other four, pooled so that every train row counts once; the paired standard error against the router):
@@ -12,10 +12,13 @@ the reports that clears the issue's RouterDC target of best single + 3 points. T
   argmax of the domain level's per-domain rows alone, of the clusters alone; the classifier's likeliest domain
   sent to that domain's best model on the fit rows; and the domain router, told the domain. The last three and
   "OOD off" ignore the cliffs and the OOD protection.
-- **Variants** (unless ``--skip-variants``): fits that read the domain level alone (``--domain-weight 1``), per
-  domain rows (``--domain-cells 0``) or cells, without the kNN blend, one with the OOD margin at 0.15; each on the
-  same outer folds and on RouterDC's train-only leave-one-domain-out, whose held-out gsm8k is what the domain
-  level alone endangers.
+- **Protection**: the fit that reads the domain level's per-domain rows alone (the first variant below), on the same
+  folds, with each part of the out-of-domain protection switched off in turn (the OOD margin, the fallback past the
+  line, the clusters' cliffs) and all three: which part costs the in-domain points.
+- **Variants**: fits that read the domain level alone (``--domain-weight 1``), per domain rows
+  (``--domain-cells 0``) or cells, without the kNN blend, one with the OOD margin at 0.15; each on the same outer
+  folds and on RouterDC's train-only leave-one-domain-out, whose held-out gsm8k is what the domain level alone
+  endangers.
 
 The figures in docs/results.md, "RouterDC's in-domain gap (2026-12-05)", come from this command.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,9 +38,10 @@ from calibration.fit import FitConfig
 from router.clusters import soft_weights
 from router.domains import softmax
 
+DOMAIN_ALONE = FitConfig(domain_weight=1.0, domain_cell_strength=0.0, knn_weights=(0.0,))
 VARIANTS = {
     "default": FitConfig(),
-    "weight 1, per domain, no kNN": FitConfig(domain_weight=1.0, domain_cell_strength=0.0, knn_weights=(0.0,)),
+    "weight 1, per domain, no kNN": DOMAIN_ALONE,
     "the same, margin 0.15": FitConfig(domain_weight=1.0, domain_cell_strength=0.0, knn_weights=(0.0,),
                                        ood_margin=0.15),
     "weight 1, cells, no kNN": FitConfig(domain_weight=1.0, knn_weights=(0.0,)),
@@ -75,16 +80,48 @@ def estimators(data: TrainRows) -> None:
     pooled(correct)
 
 
+def protection(data: TrainRows) -> None:
+    scores = data.rows.scores
+    fold = data.fold("outer:", 5)
+    correct: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+    for f in range(5):
+        held = fold == f
+        _, policy = data.fit(~held, DOMAIN_ALONE)
+        a, s = policy.artifact, scores[held]
+        n = len(s)
+        est = policy.estimate(data.x[held])
+        no_margin = dataclasses.replace(est, margin=None)
+        no_fallback = dataclasses.replace(est, is_ood=np.zeros(n, dtype=bool))
+        cliff = a.cliff.copy()
+        for label, e, cliffs in (("full protection", est, True), ("no OOD margin", no_margin, True),
+                                 ("no fallback past the line", no_fallback, True), ("no cliffs", est, False),
+                                 ("none", dataclasses.replace(no_margin, is_ood=no_fallback.is_ood), False)):
+            a.cliff[:] = cliff if cliffs else False
+            chosen, _ = policy.choose(e, np.ones(n))
+            correct[label].append(s[np.arange(n), chosen])
+        a.cliff[:] = cliff
+        print(f"fold {f}: " + ", ".join(f"{label} {100 * v[-1].mean():.2f}" for label, v in correct.items()),
+              flush=True)
+    pooled(correct)
+
+
+def variants(data: TrainRows) -> None:
+    outer(data, VARIANTS)
+    held_out(data, VARIANTS)
+
+
+TABLES: dict[str, Callable[[TrainRows], None]] = {"estimators": estimators, "protection": protection,
+                                                  "variants": variants}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.routerdc_gap")
-    parser.add_argument("--skip-variants", action="store_true", help="the estimators' table alone")
+    parser.add_argument("--tables", default=",".join(TABLES), help="which tables, comma-separated")
     args = parser.parse_args()
     data = load("routerdc")
-    print("## routerdc: estimators read off each fold's default fit (knob-1 accuracy, every train row once)\n")
-    estimators(data)
-    if not args.skip_variants:
-        outer(data, VARIANTS)
-        held_out(data, VARIANTS)
+    for table in args.tables.split(","):
+        print(f"\n## routerdc: {table} (five disjoint outer folds, knob-1 accuracy, every train row once)\n")
+        TABLES[table](data)
 
 
 if __name__ == "__main__":
