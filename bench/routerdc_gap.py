@@ -42,9 +42,8 @@ DOMAIN_ALONE = FitConfig(domain_weight=1.0, domain_cell_strength=0.0, knn_weight
 VARIANTS = {
     "default": FitConfig(),
     "weight 1, per domain, no kNN": DOMAIN_ALONE,
-    "the same, margin 0.15": FitConfig(domain_weight=1.0, domain_cell_strength=0.0, knn_weights=(0.0,),
-                                       ood_margin=0.15),
-    "weight 1, cells, no kNN": FitConfig(domain_weight=1.0, knn_weights=(0.0,)),
+    "the same, margin 0.15": dataclasses.replace(DOMAIN_ALONE, ood_margin=0.15),
+    "weight 1, cells, no kNN": dataclasses.replace(DOMAIN_ALONE, domain_cell_strength=FitConfig.domain_cell_strength),
 }
 
 
