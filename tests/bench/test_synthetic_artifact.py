@@ -26,11 +26,14 @@ def test_the_synthetic_artifact_loads_and_routes(tmp_path: Path) -> None:
     assert np.isfinite([d.ood_score for d in decisions]).all()
 
 
-def test_bench_artifacts_in_an_older_format_are_rebuilt(tmp_path: Path, monkeypatch: Any) -> None:
-    """bench/stack.py reuses its calibrated artifact, unless an older Triage wrote it: that one would load but
-    route without what the newer format adds (the OOD margin since format 4)."""
+def test_bench_artifacts_in_an_older_format_or_for_another_generalist_are_rebuilt(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """bench/stack.py reuses its calibrated artifact, unless an older Triage wrote it (that one would load but
+    route without what the newer format adds, the OOD margin since format 4) or it names another generalist
+    than the bench asks for (the router would refuse the mismatch)."""
     import calibration.cli
-    from bench.stack import ensure_artifact
+    from bench.stack import GENERALIST, ensure_artifact
     from router.artifact import FORMAT_VERSION
 
     calls: list[list[str]] = []
@@ -39,16 +42,23 @@ def test_bench_artifacts_in_an_older_format_are_rebuilt(tmp_path: Path, monkeypa
         calls.append(argv)
         out = Path(argv[argv.index("--out") + 1])
         out.mkdir(parents=True)
-        (out / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+        generalist = argv[argv.index("--generalist") + 1]
+        (out / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "generalist": generalist}))
         return 0
 
     monkeypatch.setattr(calibration.cli, "main", calibrate)
-    current, old = tmp_path / "current", tmp_path / "old"
-    for path, version in ((current, FORMAT_VERSION), (old, FORMAT_VERSION - 1)):
+    current, old, other = tmp_path / "current", tmp_path / "old", tmp_path / "other"
+    for path, version, generalist in ((current, FORMAT_VERSION, GENERALIST), (old, FORMAT_VERSION - 1, GENERALIST),
+                                      (other, FORMAT_VERSION, "some/other-model")):
         path.mkdir()
-        (path / "manifest.json").write_text(json.dumps({"format_version": version}))
+        (path / "manifest.json").write_text(json.dumps({"format_version": version, "generalist": generalist}))
         (path / "stale.npy").write_text("")
     assert ensure_artifact(current, data="d.jsonl") == current and not calls
     assert ensure_artifact(old, data="d.jsonl") == old and len(calls) == 1
     assert json.loads((old / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
     assert not (old / "stale.npy").exists()
+    assert ensure_artifact(other, data="d.jsonl") == other and len(calls) == 2
+    assert json.loads((other / "manifest.json").read_text())["generalist"] == GENERALIST
+    assert not (other / "stale.npy").exists()
+    # Asked for the generalist the artifact names, the bench keeps it.
+    assert ensure_artifact(other, data="d.jsonl", generalist=GENERALIST) == other and len(calls) == 2
