@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from calibration.fit import kmeans
-from calibration.metrics import aiq, aiq_difference_interval, auroc, frontier, oracle, paired_se, random_router
+from calibration.metrics import aiq_difference_interval, anchored_aiq, auroc, frontier, oracle, paired_se, random_router
 from router.clusters import nearest
 from router.policy import Estimates, Policy, Refiner
 
@@ -155,11 +155,10 @@ def evaluate(
     if has_cost:
         # Every router may also send everything to the cheapest model, so its point anchors both hulls: a
         # router that only reaches the dear end gets no credit for the cheap end it cannot serve.
-        cheapest = min(single.values(), key=lambda v: (v["cost"], -v["accuracy"]))
-        anchor = [(cheapest["cost"], cheapest["accuracy"])]
+        single_accuracy = [v["accuracy"] for v in single.values()]
         result["aiq"] = {
-            "triage": aiq([(p["cost"], p["accuracy"]) for p in triage] + anchor, cmin, cmax),
-            "avengers": aiq([(p["cost"], p["accuracy"]) for p in avengers] + anchor, cmin, cmax),
+            "triage": anchored_aiq([(p["cost"], p["accuracy"]) for p in triage], single_accuracy, single_costs),
+            "avengers": anchored_aiq([(p["cost"], p["accuracy"]) for p in avengers], single_accuracy, single_costs),
             "cost_range": [cmin, cmax],
             # How far the difference moves when the test rows are resampled (1,000 paired bootstrap resamples).
             "difference_interval_95": aiq_difference_interval(test_s, test_c, triage_choices, avengers_choices),

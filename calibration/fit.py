@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from calibration.data import hash_fraction
-from calibration.metrics import aiq
+from calibration.metrics import anchored_aiq
 from router.artifact import Artifact, RefineTier
 from router.clusters import nearest
 from router.domains import DomainLevel, from_classifier
@@ -382,10 +382,7 @@ def quality(points: list[tuple[float, float, float]], scores: Floats, costs: Flo
     """
     single_cost = costs.mean(axis=0)
     if np.ptp(single_cost) > 0:
-        single_accuracy = scores.mean(axis=0)
-        cheapest = min(range(len(single_cost)), key=lambda j: (single_cost[j], -single_accuracy[j]))
-        anchor = (float(single_cost[cheapest]), float(single_accuracy[cheapest]))
-        return aiq([(c, a) for _, a, c in points] + [anchor], float(single_cost.min()), float(single_cost.max()))
+        return anchored_aiq([(c, a) for _, a, c in points], scores.mean(axis=0), single_cost)
     return max(a for k, a, _ in points if k == 1.0)
 
 

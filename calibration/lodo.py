@@ -170,7 +170,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         name = domain + (" (never in train)" if r.get("never_in_train") else "")
         lines.append(
             f"| {name} | {r['n']} | {100 * r['routed_accuracy']:.2f} | {100 * r['generalist_accuracy']:.2f}"
-            f" | {100 * r['delta_vs_generalist']:+.2f} ({100 * r.get('delta_se', float('nan')):.2f})"
+            f" | {100 * r['delta_vs_generalist']:+.2f} ({100 * r['delta_se']:.2f})"
             f" | {100 * r['best_single_accuracy']:.2f} | "
             f"{100 * r['flagged_ood']:.1f} | {100 * r.get('ood_margin', 0.0):.1f} | "
             f"{r.get('auroc', float('nan')):.3f} | {r['k']} | "

@@ -57,6 +57,17 @@ def aiq(
     return float(np.trapezoid(ys, xs) / (cost_max - cost_min))
 
 
+def anchored_aiq(
+    points: Sequence[tuple[float, float]], single_accuracy: npt.ArrayLike, single_cost: npt.ArrayLike
+) -> float:
+    """The AIQ ``triage eval`` reports and model selection optimises: the router's (cost, accuracy) ``points`` with
+    the cheapest single model's point added (any router can send everything there; the more accurate of equally
+    cheap ones), over the single models' cost range."""
+    acc, cost = np.asarray(single_accuracy, float), np.asarray(single_cost, float)
+    j = min(range(len(cost)), key=lambda m: (cost[m], -acc[m]))
+    return aiq([*points, (float(cost[j]), float(acc[j]))], float(cost.min()), float(cost.max()))
+
+
 def aiq_difference_interval(
     scores: Floats, costs: Floats, first: Sequence[npt.NDArray[np.intp]], second: Sequence[npt.NDArray[np.intp]],
     resamples: int = 1000, seed: int = 0,
@@ -75,11 +86,8 @@ def aiq_difference_interval(
         idx = rng.integers(0, len(rows), len(rows))
         a, c = acc[:, idx].mean(axis=1), cost[:, idx].mean(axis=1)
         single_a, single_c = scores[idx].mean(axis=0), costs[idx].mean(axis=0)
-        j = min(range(len(single_c)), key=lambda m: (single_c[m], -single_a[m]))
-        anchor = [(float(single_c[j]), float(single_a[j]))]
-        lo, hi = float(single_c.min()), float(single_c.max())
-        out[b] = (aiq([*zip(c[:split], a[:split], strict=True), *anchor], lo, hi)
-                  - aiq([*zip(c[split:], a[split:], strict=True), *anchor], lo, hi))
+        out[b] = (anchored_aiq([*zip(c[:split], a[:split], strict=True)], single_a, single_c)
+                  - anchored_aiq([*zip(c[split:], a[split:], strict=True)], single_a, single_c))
     return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
 
 
