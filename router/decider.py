@@ -133,11 +133,16 @@ class Decider:
 
     # ---- on the worker thread ----------------------------------------------------------------------
     def _work(self, jobs: list[_Job]) -> list[Decision | BaseException]:
-        vectors = self._embed(self.encoder, self._cache, [job.text for job in jobs])
         outcomes: list[Decision | BaseException] = [RuntimeError("not decided")] * len(jobs)
+        try:
+            vectors = self._embed(self.encoder, self._cache, [job.text for job in jobs])
+            embedded = list(range(len(jobs)))
+        except Exception:
+            # One text the model cannot take must fail its own request only: embed the batch one by one.
+            vectors, embedded = self._embed_each(jobs, outcomes)
         groups: dict[tuple[int, frozenset[str] | None], list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault((id(job.policy), job.available), []).append(i)
+        for i in embedded:
+            groups.setdefault((id(jobs[i].policy), jobs[i].available), []).append(i)
         for rows in groups.values():
             policy, available = jobs[rows[0]].policy, jobs[rows[0]].available
             try:
@@ -150,6 +155,19 @@ class Decider:
             for i, decision in zip(rows, decisions, strict=True):
                 outcomes[i] = decision
         return outcomes
+
+    def _embed_each(self, jobs: list[_Job], outcomes: list[Decision | BaseException]) -> tuple[Vectors, list[int]]:
+        """Vectors for the jobs whose text embeds alone; the others' outcome is their own error."""
+        vectors = np.zeros((len(jobs), self.encoder.dim), dtype=np.float32)
+        embedded = []
+        for i, job in enumerate(jobs):
+            try:
+                vectors[i] = self._embed(self.encoder, self._cache, [job.text])[0]
+            except Exception as exc:
+                outcomes[i] = exc
+            else:
+                embedded.append(i)
+        return vectors, embedded
 
     def _refiner(self, texts: list[str]) -> Refiner | None:
         """``refine(rows) -> vectors`` of the refine encoder for those rows of this group, or None."""

