@@ -1,7 +1,13 @@
-"""Backends: one injected ``httpx.AsyncClient`` per OpenAI-compatible server, with its circuit breaker.
+"""Backends: one model each, served by one or more replicas; each replica has its own ``httpx.AsyncClient``
+(its connection pool), circuit breaker and count of requests in flight.
 
     BackendError           the backend failed (connect, timeout, 5xx, malformed body): try the next one
-    BackendClientError     the backend refused the request (4xx): the client's fault, passed through as is
+    └── BackendBusy        it answered 429: not a fault, but it cannot take the request now (``retry_after``)
+    BackendClientError     the backend refused the request (4xx): the client's fault, sent on in OpenAI's shape
+
+A request goes to the replica with the fewest requests in flight (ties taken in turn); one that fails before
+its first byte is retried on the backend's other replicas before the caller moves on to another model. The
+backend is offered to the policy while any replica is (router/circuit.py: neither suspect nor open).
 
 Streaming calls return once the first chunk has arrived, so a backend that dies before its first byte can
 still be retried elsewhere; after that the bytes go to the client as they come, never re-serialised.
@@ -11,24 +17,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 import httpx
 
 from router.circuit import Circuit
 from router.connections import ShardedTransport
-from router.metrics import Metrics
+from router.metrics import CIRCUIT_STATES, Metrics
 from router.settings import BackendSettings, ConnectionSettings, HealthSettings
 
 log = logging.getLogger("triage.backends")
+T = TypeVar("T")
+
+# OpenAI's error types; a backend's own (vLLM: "BadRequestError") is replaced by the one for its status.
+OPENAI_TYPES = {"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                "rate_limit_error", "api_error"}
+STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+STATUS_CODES = {400: "invalid_request", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found",
+                408: "timeout", 409: "conflict", 413: "payload_too_large", 422: "invalid_request"}
 
 
 class BackendError(Exception):
     """The backend failed; the message is safe for clients (no URL, no key)."""
+
+
+class BackendBusy(BackendError):
+    """The backend answered 429. ``retry_after``: the seconds its ``retry-after`` header asked for, if any."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackendClientError(Exception):
@@ -39,29 +65,50 @@ class BackendClientError(Exception):
 
 
 def _error_body(status: int, raw: bytes) -> dict[str, Any]:
-    """The backend's own OpenAI-shaped error if it sent one, else one made from its status."""
+    """OpenAI's shape with the backend's message: vLLM's ``"code": 400`` becomes a string code, its
+    ``"type": "BadRequestError"`` an OpenAI type."""
+    message, kind, param, code = f"the backend refused the request ({status})", None, None, None
     try:
         data = json.loads(raw)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            err = data["error"]
-            return {"error": {"message": str(err.get("message", ""))[:2000], "type": err.get("type")
-                              or "invalid_request_error", "param": err.get("param"), "code": err.get("code")}}
-        if isinstance(data, dict) and "message" in data:  # vLLM's older flat error shape
-            return {"error": {"message": str(data["message"])[:2000], "type": data.get("type")
-                              or "invalid_request_error", "param": data.get("param"), "code": data.get("code")}}
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data["error"] if isinstance(data.get("error"), dict) else data  # vLLM's older flat shape
+        if "message" in err:
+            message = str(err["message"])[:2000]
+        kind, param, code = err.get("type"), err.get("param"), err.get("code")
+    if kind not in OPENAI_TYPES:
+        kind = STATUS_TYPES.get(status, "invalid_request_error")
+    if not isinstance(code, str) or not code or code.isdigit():
+        code = STATUS_CODES.get(status, f"http_{status}")
+    return {"error": {"message": message, "type": kind, "param": param if isinstance(param, str) else None,
+                      "code": code}}
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a ``retry-after`` header (a number or an HTTP date), None when absent or unreadable."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
     except ValueError:
         pass
-    return {"error": {"message": f"the backend refused the request ({status})",
-                      "type": "invalid_request_error", "param": None, "code": str(status)}}
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 @dataclass
 class Stream:
-    """An open streaming response whose first chunk has already arrived."""
+    """An open streaming response whose first chunk has already arrived, and the replica sending it."""
 
     response: httpx.Response
     first: bytes
     rest: AsyncIterator[bytes]
+    replica: Replica
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.first
@@ -69,57 +116,98 @@ class Stream:
             yield chunk
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        try:
+            await self.response.aclose()
+        finally:
+            self.replica.release()
 
 
-class Backend:
-    def __init__(self, settings: BackendSettings, client: httpx.AsyncClient, circuit: Circuit) -> None:
-        self.settings = settings
-        self.client = client
-        self.circuit = circuit
+@dataclass
+class Answer:
+    """A whole (non-streamed) response body, and the replica that sent it."""
+
+    data: dict[str, Any]
+    replica: Replica
+
+
+class Replica:
+    """One server of a backend's model: its client (connection pool), circuit and requests in flight."""
+
+    def __init__(self, backend: str, index: int, url: str, client: httpx.AsyncClient, circuit: Circuit,
+                 settings: BackendSettings, metrics: Metrics) -> None:
+        self.backend, self.index, self.url = backend, index, url
+        self.client, self.circuit, self.settings, self.metrics = client, circuit, settings, metrics
+        self.in_flight = 0
 
     @property
-    def name(self) -> str:
-        return self.settings.name
+    def label(self) -> str:
+        return str(self.index)
 
     def _headers(self) -> dict[str, str]:
         key = self.settings.api_key
         return {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
+    def _count(self, outcome: str) -> None:
+        self.metrics.replica_requests.labels(self.backend, self.label, outcome).inc()
+
+    def acquire(self) -> None:
+        self.in_flight += 1
+        self.metrics.replica_in_flight.labels(self.backend, self.label).set(self.in_flight)
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.metrics.replica_in_flight.labels(self.backend, self.label).set(self.in_flight)
+
+    def _failed(self, what: str) -> BackendError:
+        self.circuit.record_failure()
+        self._count("failed")
+        return BackendError(f"backend {self.backend!r} {what}")
+
+    def _refused(self, status: int, raw: bytes, headers: httpx.Headers) -> Exception:
+        """The exception for a 4xx or 5xx answer."""
+        if status == 429:  # overloaded, not broken: the circuit is left alone
+            self._count("busy")
+            return BackendBusy(f"backend {self.backend!r} is busy (429)", retry_after(headers))
+        if status >= 500:
+            return self._failed(f"answered {status}")
+        self.circuit.record_success()  # it answered: the fault is the request's
+        self._count("client_error")
+        return BackendClientError(status, _error_body(status, raw))
+
     async def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.acquire()
         try:
-            async with asyncio.timeout(self.settings.timeouts.total):
-                response = await self.client.post(path, json=body, headers=self._headers())
-        except (httpx.TimeoutException, TimeoutError):
-            raise self._failed("timed out") from None
-        except httpx.HTTPError:
-            raise self._failed("unreachable") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise self._failed(f"answered {response.status_code}")
-        if response.status_code >= 400:
-            self.circuit.record_success()  # it answered: the fault is the request's
-            raise BackendClientError(response.status_code, _error_body(response.status_code, response.content))
-        try:
-            data = response.json()
-        except ValueError:
-            raise self._failed("sent a malformed JSON body") from None
-        if not isinstance(data, dict):
-            raise self._failed("sent a malformed JSON body")
+            try:
+                async with asyncio.timeout(self.settings.timeouts.total):
+                    response = await self.client.post(path, json=body, headers=self._headers())
+            except (httpx.TimeoutException, TimeoutError):
+                raise self._failed("timed out") from None
+            except httpx.HTTPError:
+                raise self._failed("unreachable") from None
+            if response.status_code >= 400:
+                raise self._refused(response.status_code, response.content, response.headers)
+            try:
+                data = response.json()
+            except ValueError:
+                raise self._failed("sent a malformed JSON body") from None
+            if not isinstance(data, dict):
+                raise self._failed("sent a malformed JSON body")
+        finally:
+            self.release()
         self.circuit.record_success()
+        self._count("ok")
         return data
 
     async def open_stream(self, path: str, body: Mapping[str, Any]) -> Stream:
         request = self.client.build_request("POST", path, json=body, headers=self._headers())
+        self.acquire()
         try:
             async with asyncio.timeout(self.settings.timeouts.first_byte):
                 response = await self.client.send(request, stream=True)
                 try:
                     if response.status_code >= 400:
                         raw = await response.aread()
-                        if response.status_code >= 500 or response.status_code == 429:
-                            raise self._failed(f"answered {response.status_code}")
-                        self.circuit.record_success()
-                        raise BackendClientError(response.status_code, _error_body(response.status_code, raw))
+                        raise self._refused(response.status_code, raw, response.headers)
                     if not response.headers.get("content-type", "").startswith("text/event-stream"):
                         raise self._failed("answered a stream request without an event stream")
                     rest = response.aiter_bytes()
@@ -129,34 +217,110 @@ class Backend:
                 except BaseException:
                     await response.aclose()
                     raise
-        except StopAsyncIteration:
-            raise self._failed("closed the stream before the first chunk") from None
-        except (httpx.TimeoutException, TimeoutError):
-            raise self._failed("timed out before the first byte") from None
-        except httpx.HTTPError:
-            raise self._failed("unreachable") from None
+        except BaseException as exc:
+            self.release()
+            if isinstance(exc, StopAsyncIteration):
+                raise self._failed("closed the stream before the first chunk") from None
+            if isinstance(exc, httpx.TimeoutException | TimeoutError):
+                raise self._failed("timed out before the first byte") from None
+            if isinstance(exc, httpx.HTTPError):
+                raise self._failed("unreachable") from None
+            raise
         self.circuit.record_success()
-        return Stream(response, first, rest)
-
-    def _failed(self, what: str) -> BackendError:
-        self.circuit.record_failure()
-        return BackendError(f"backend {self.name!r} {what}")
+        self._count("ok")
+        return Stream(response, first, rest, self)  # the stream releases its place when closed
 
     async def probe(self) -> bool:
-        """GET /models: a dead backend leaves the policy before a client finds out; a live one is let back in."""
+        """GET /models: a dead replica leaves routing before a client finds out; a live one is let back in."""
         try:
             response = await self.client.get("/models", headers=self._headers(), timeout=5.0)
             ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False
-        # A 200 from /models only closes a half-open circuit: a vLLM whose engine died still lists its models,
-        # so the probe must not undo what failed requests taught the circuit, nor reset their count.
-        state = self.circuit.state
-        if ok and state == "half_open":
-            self.circuit.record_success()
-        elif not ok and state != "open":
+        # A 200 from /models clears a suspect replica and closes a half-open circuit, but does not close an open
+        # one: a vLLM whose engine died still lists its models, so the probe must not undo what failed requests
+        # taught the circuit, nor reset their count.
+        if ok:
+            self.circuit.record_alive()
+        elif self.circuit.state != "open":
             self.circuit.record_failure()
         return ok
+
+
+class Health:
+    """A backend's view over its replicas' circuits, for callers that ask about the model as a whole."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def allows(self) -> bool:
+        return any([r.circuit.allows() for r in self._backend.replicas])  # a list: every replica's state moves
+
+    @property
+    def state(self) -> str:
+        """The healthiest replica's circuit state."""
+        return min((r.circuit.state for r in self._backend.replicas), key=CIRCUIT_STATES.__getitem__)
+
+
+class Backend:
+    def __init__(self, settings: BackendSettings, replicas: list[Replica]) -> None:
+        self.settings = settings
+        self.replicas = replicas
+        self.circuit = Health(self)
+        self._turn = 0
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def pick(self, tried: Collection[Replica] = ()) -> Replica | None:
+        """The untried replica with the fewest requests in flight among those the circuits allow, ties taken in
+        turn; when none is allowed and none tried yet, the least busy of all (the caller chose this model)."""
+        n = len(self.replicas)
+        self._turn = (self._turn + 1) % max(n, 1)
+        order = sorted(range(n), key=lambda i: (self.replicas[i].in_flight, (i - self._turn) % n))
+        candidates = [self.replicas[i] for i in order if self.replicas[i] not in tried]
+        allowed = [r for r in candidates if r.circuit.allows()]
+        if allowed:
+            return allowed[0]
+        return candidates[0] if candidates and not tried else None
+
+    async def post_json(self, path: str, body: Mapping[str, Any]) -> Answer:
+        async def call(replica: Replica) -> Answer:
+            return Answer(await replica.post_json(path, body), replica)
+
+        return await self._each_replica(call)
+
+    async def open_stream(self, path: str, body: Mapping[str, Any]) -> Stream:
+        return await self._each_replica(lambda replica: replica.open_stream(path, body))
+
+    async def _each_replica(self, call: Callable[[Replica], Awaitable[T]]) -> T:
+        tried: list[Replica] = []
+        error: BackendError | None = None
+        busy: list[BackendBusy] = []
+        while (replica := self.pick(tried)) is not None:
+            tried.append(replica)
+            try:
+                result = await call(replica)
+            except BackendBusy as exc:
+                busy.append(exc)
+                error = exc
+                continue
+            except BackendError as exc:
+                if len(self.replicas) > 1:
+                    log.warning("%s (replica %s); trying another replica", exc, replica.label)
+                error = exc
+                continue
+            return result
+        if busy and len(busy) == len(tried):  # every replica tried was busy: wait as long as the least busy asks
+            waits = [b.retry_after for b in busy if b.retry_after is not None]
+            raise BackendBusy(str(busy[0]), min(waits) if waits else None)
+        assert error is not None
+        raise error
+
+    async def probe(self) -> bool:
+        results = await asyncio.gather(*(r.probe() for r in self.replicas))
+        return any(results)
 
 
 TransportFactory = Callable[[BackendSettings], httpx.AsyncBaseTransport | None]
@@ -171,30 +335,48 @@ class BackendPool:
         transport_for: TransportFactory | None = None,
         connections: ConnectionSettings | None = None,
     ) -> None:
-        connections = connections or ConnectionSettings()
+        self.connections = connections or ConnectionSettings()
         self.health = health
+        self.metrics = metrics
+        self.transport_for = transport_for
         self.backends: dict[str, Backend] = {}
         for settings in backends:
-            transport = transport_for(settings) if transport_for else None
-            timeouts = settings.timeouts
-            client = httpx.AsyncClient(
-                base_url=settings.base_url,
-                # Several small connection pools: one large one is slow to serve bursts (router/connections.py).
-                transport=transport or ShardedTransport(connections.max_per_backend, connections.pools),
-                timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
-            )
-            circuit = Circuit(health.failure_threshold, health.open_seconds, on_change=self._watcher(settings.name))
-            self.backends[settings.name] = Backend(settings, client, circuit)
-        self.metrics = metrics
+            replicas = [self.replica(settings, i, url) for i, url in enumerate(settings.replica_urls())]
+            self.backends[settings.name] = Backend(settings, replicas)
         metrics.declare_backends(list(self.backends))
+        for backend in self.backends.values():
+            metrics.declare_replicas(backend.name, [r.label for r in backend.replicas])
         self._probe_task: asyncio.Task[None] | None = None
 
-    def _watcher(self, name: str) -> Callable[[str], None]:
-        def changed(state: str) -> None:
-            log.warning("circuit of backend %s is now %s", name, state)
-            self.metrics.set_circuit(name, state)
+    def replica(self, settings: BackendSettings, index: int, url: str) -> Replica:
+        transport = self.transport_for(settings) if self.transport_for else None
+        timeouts = settings.timeouts
+        connections = self.connections
+        client = httpx.AsyncClient(
+            base_url=url,
+            # Several small connection pools: one large one is slow to serve bursts (router/connections.py).
+            transport=transport or ShardedTransport(connections.max_per_backend, connections.pools),
+            timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
+        )
+        name, label = settings.name, str(index)
+        circuit = Circuit(self.health.failure_threshold, self.health.open_seconds,
+                          on_change=lambda state: self._circuit_changed(name, label, state),
+                          on_health=lambda up: self._health_changed(name, label, up))
+        return Replica(name, index, url, client, circuit, settings, self.metrics)
 
-        return changed
+    def _circuit_changed(self, name: str, label: str, state: str) -> None:
+        log.warning("circuit of backend %s replica %s is now %s", name, label, state)
+        if name in self.backends:
+            self.metrics.set_circuit(name, self.backends[name].circuit.state)
+
+    def _health_changed(self, name: str, label: str, up: bool) -> None:
+        # Logged on a change only: a probe that finds things as they were says nothing.
+        (log.info if up else log.warning)("backend %s replica %s is %s", name, label,
+                                          "up" if up else "down (a call or probe failed)")
+        self.metrics.replica_up.labels(name, label).set(1 if up else 0)
+        if name in self.backends:
+            replicas = self.backends[name].replicas
+            self.metrics.backend_up.labels(name).set(1 if any(r.circuit.allows() for r in replicas) else 0)
 
     def __getitem__(self, name: str) -> Backend:
         return self.backends[name]
@@ -226,4 +408,4 @@ class BackendPool:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
-        await asyncio.gather(*(b.client.aclose() for b in self.backends.values()))
+        await asyncio.gather(*(r.client.aclose() for b in self.backends.values() for r in b.replicas))
