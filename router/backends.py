@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -31,6 +31,9 @@ from router.circuit import Circuit
 from router.connections import ShardedTransport
 from router.metrics import CIRCUIT_STATES, Metrics
 from router.settings import BackendSettings, ConnectionSettings, HealthSettings
+
+if TYPE_CHECKING:
+    from router.discovery import Discovery
 
 log = logging.getLogger("triage.backends")
 T = TypeVar("T")
@@ -347,6 +350,7 @@ class BackendPool:
         for backend in self.backends.values():
             metrics.declare_replicas(backend.name, [r.label for r in backend.replicas])
         self._probe_task: asyncio.Task[None] | None = None
+        self.discovery: Discovery | None = None
 
     def replica(self, settings: BackendSettings, index: int, url: str) -> Replica:
         transport = self.transport_for(settings) if self.transport_for else None
@@ -358,11 +362,13 @@ class BackendPool:
             transport=transport or ShardedTransport(connections.max_per_backend, connections.pools),
             timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
         )
-        name, label = settings.name, str(index)
+        name = settings.name
+        made: list[Replica] = []  # the callbacks read the label when they fire: DNS discovery renumbers
         circuit = Circuit(self.health.failure_threshold, self.health.open_seconds,
-                          on_change=lambda state: self._circuit_changed(name, label, state),
-                          on_health=lambda up: self._health_changed(name, label, up))
-        return Replica(name, index, url, client, circuit, settings, self.metrics)
+                          on_change=lambda state: self._circuit_changed(name, made[0].label, state),
+                          on_health=lambda up: self._health_changed(name, made[0].label, up))
+        made.append(Replica(name, index, url, client, circuit, settings, self.metrics))
+        return made[0]
 
     def _circuit_changed(self, name: str, label: str, state: str) -> None:
         log.warning("circuit of backend %s replica %s is now %s", name, label, state)
@@ -400,12 +406,18 @@ class BackendPool:
                 log.exception("health probe failed")
 
     def start(self) -> None:
+        from router.discovery import Discovery  # it reads this module's classes
+
         if self.health.probe_interval_s > 0:
             self._probe_task = asyncio.create_task(self._probe_loop(), name="triage-health-probe")
+        self.discovery = Discovery(self)
+        self.discovery.start()
 
     async def aclose(self) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
+        if self.discovery is not None:
+            await self.discovery.aclose()
         await asyncio.gather(*(r.client.aclose() for b in self.backends.values() for r in b.replicas))
