@@ -162,10 +162,11 @@ def test_the_sdk_sees_which_replica_answered(embedder: TextEncoder, tmp_path: Pa
         for stream in (False, True, False):
             raw = client.chat.completions.with_raw_response.create(
                 model="general", messages=[{"role": "user", "content": "hello"}], stream=stream)
-            if stream:
-                text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+            parsed = raw.parse()
+            if isinstance(parsed, openai.Stream):
+                text = "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
             else:
-                text = raw.parse().choices[0].message.content or ""
+                text = parsed.choices[0].message.content or ""
             assert text.strip() == "from replica b"
             assert raw.headers["x-triage-backend"] == "general" and raw.headers["x-triage-replica"] == "1"
             assert raw.headers["x-triage-reason"] == "pinned"  # the model answered: no fallback
