@@ -32,14 +32,14 @@ class FitConfig:
     # (0 = the held-out median, 1 = the line) a specialist must beat the generalist's estimated accuracy by a
     # margin rising linearly to ``ood_margin`` at the line. Fixed, not chosen per dataset: an in-domain
     # validation slice cannot see what it protects against. Chosen on train rows only (docs/results.md, "The
-    # OOD margin"; ``python -m bench.ood_detector --grid``): of the settings at which RouterDC's train-only
+    # OOD margin"): of the settings at which RouterDC's train-only
     # leave-one-domain-out was even with the generalist on average and within 3 points on every domain, the
     # one with the best in-domain objective.
     ood_margin: float = 0.1
     ood_margin_from: float = 0.5
     # The score the margin reads: "energy" (that part alone) or "max" (the detector's score, the larger part). The
     # energy says how well the query fits a *known* domain; a far but recognisable query (the spread-out MMLU) keeps
-    # its domain's estimates. Chosen by the same rule on train rows (``python -m bench.ood_detector --parts``).
+    # its domain's estimates. Chosen by the same rule on train rows (docs/results.md, "The OOD margin").
     ood_margin_score: str = "energy"
     min_cluster_validation: int = 20  # fewer held-out rows near a cluster: it uses the global threshold
     soft_options: tuple[tuple[int, float], ...] = ((1, 1.0), (3, 0.02), (3, 0.05))
@@ -50,7 +50,7 @@ class FitConfig:
     domain_weight: float | None = None  # set: this weight, not chosen (``triage calibrate --domain-weight``)
     # The domain level per domain *and cluster* (router/domains.py ``cell_estimate``): each (domain, cluster) cell
     # is the Beta posterior of that domain's rows in that cluster with this many pseudo-queries of the domain's own
-    # row as its prior. 0: the per-domain rows alone (formats 2-4).
+    # row as its prior. 0: the per-domain rows alone.
     domain_cell_strength: float = 40.0
     knn_k: int = 20
     validation_fraction: float = 0.2
@@ -58,7 +58,7 @@ class FitConfig:
     # ``selection_folds`` > 1, on every train row once: that many folds by hash, each scored by a fit on the
     # others, the folds' knob sweeps pooled. One 20 % slice of RouterDC moves the objective by about a point
     # either way (docs/results.md); five folds see five times the rows, for five fits per candidate k. Not the
-    # default: on train rows the gain was mixed (``python -m bench.selection_folds``, docs/results.md), and five
+    # default: on train rows the gain was mixed (docs/results.md), and five
     # folds pick domain weight 1 more often, which leaves a domain nobody calibrated on entirely to the table of
     # whichever known domain the classifier names (RouterDC leave-one-domain-out, gsm8k: -23.75 vs -15.83).
     selection_folds: int = 1
@@ -67,5 +67,5 @@ class FitConfig:
     # With a refine tier (a fast embedder for the table, a better one for close OOD calls): held-out queries
     # whose fast score is at or above this quantile of their cluster's held-out scores are re-scored by the
     # refine embedder. 0.4: the largest quantile whose OOD AUROC stayed within 0.01 of MiniLM alone on every
-    # RouterDC domain with >= 300 rows, in a leave-one-domain-out on train rows only (python -m bench.refine_quantile).
+    # RouterDC domain with >= 300 rows, in a leave-one-domain-out on train rows only (docs/results.md).
     refine_quantile: float = 0.4

@@ -5,24 +5,25 @@ it to the generalist. Two detectors, each with thresholds calibrated on held-out
 of their scores), never on the reference points themselves, whose distance to their own neighbourhood is
 optimistically small:
 
-- ``knn``: mean cosine distance to the k nearest reference (calibration) embeddings. DESIGN.md measured AUROC
-  0.98 for it with all-MiniLM-L6-v2. It needs nothing but the reference rows.
-- ``DomainDetector`` (since 2026-12-02, the default when the calibration rows name at least two domains): a
+- ``knn``: mean cosine distance to the k nearest reference (calibration) embeddings. It needs nothing but the
+  reference rows.
+- ``DomainDetector`` (the default when the calibration rows name at least two domains): a
   query is out of domain when it is far from every known domain's mean in the Mahalanobis sense (one covariance
   shared by the domains, Lee et al., 2018), *or* when the domain classifier's energy (``DomainLevel.energy``)
   says no known domain fits it. The two catch different things: distance catches another language or another
   format (RouterDC's cmmlu, humaneval held out of calibration), the classifier catches a task whose words look
-  like the known ones but whose pattern is new (held-out gsm8k among ARC and MMLU). Measured on train rows only
-  (docs/results.md, "The domain OOD detector"; ``python -m bench.ood_detector``): leave-one-domain-out on
-  RouterDC, mean -2.81 -> -1.77 points against the generalist, in-domain accuracy unchanged.
+  like the known ones but whose pattern is new (held-out gsm8k among ARC and MMLU). Measured: docs/results.md,
+  "The domain OOD detector".
 
-The detector's line is a cliff; ``DomainDetector.margin`` makes its approach a slope (since the second session of
-2026-12-02): between ``margin_from`` and the line a specialist has to beat the generalist's estimated accuracy by
-a margin that grows linearly to ``margin_at_line``. Cluster and domain estimates are measured on in-domain queries;
-the less a query fits them, the less a small estimated advantage is worth. The ramp reads the energy part by
-default (``margin_score``): a query far from the means but plainly of a known domain keeps its estimates. Train
-rows only (docs/results.md, "The OOD margin"; ``python -m bench.ood_detector --parts``): RouterDC
-leave-one-domain-out -1.77 -> +0.48 points, the worst domain -16.01 -> -2.75, in-domain 0.6376 -> 0.6380.
+The detector's line is a cliff; ``DomainDetector.margin`` makes its approach a slope: between ``margin_from`` and the
+line a specialist has to beat the generalist's estimated accuracy by a margin that grows linearly to
+``margin_at_line``. Cluster and domain estimates are measured on in-domain queries; the less a query fits them, the
+less a small estimated advantage is worth. The ramp reads the energy part by default (``margin_score``): a query
+far from the means but plainly of a known domain keeps its estimates. Measured on train rows only:
+docs/results.md, "The OOD margin".
+
+The policy calls one ``OodScorer``: ``KnnScorer`` (the kNN distance, with an artifact's refine tier) or
+``DomainScorer`` (the domain detector, with its margin).
 """
 
 from __future__ import annotations
