@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.burst [--sizes 1,8,32,64] [--repeats 5] [--pools 1,8]
 
-One fake backend (bench/fake_openai.py: first token after 20 ms at 50 tokens/s, 16 tokens) and one
+One fake backend (bench/harness/fake_openai.py: first token after 20 ms at 50 tokens/s, 16 tokens) and one
 ``triage serve`` per ``connections.pools`` value, all running at once; every burst is sent to each target in
 turn (``direct`` is the fake itself), so they share the machine's noise. Each burst first opens its
 connections (an unmeasured burst of the same size), then n pinned streaming requests start together.
@@ -18,11 +18,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bench.fleet import FakeProcess, TriageProcess, fleet_config
-from bench.outcomes import percentile
-from bench.rawhttp import Pool
-from bench.stack import artifact_models, ensure_artifact
-from bench.timing import timed_raw
+from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
+from bench.harness.outcomes import percentile
+from bench.harness.rawhttp import Pool
+from bench.harness.stack import artifact_models, ensure_artifact
+from bench.harness.timing import timed_raw
 
 
 def body(model: str) -> dict[str, object]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from bench.prometheus import dashboard_queries, grafana_to_promql, run_prometheus
-from bench.stack import BenchStack
+from bench.harness.prometheus import dashboard_queries, grafana_to_promql, run_prometheus
+from bench.harness.stack import BenchStack
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "triage.json"

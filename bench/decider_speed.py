@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.load import load_queries
+from bench.harness.load import load_queries
+from bench.harness.stack import ensure_artifact
 from bench.routing_latency import CONFIGS, SHORT_TOKENS, short_queries
-from bench.stack import ensure_artifact
 
 
 async def measure(backend: str, threads: int, artifact: Path, queries: list[str], requests: int) -> list[str]:

@@ -6,7 +6,7 @@ The real app (``create_app``: settings, artifact, policy, metrics, decision path
 uvicorn in a child process, with one thing swapped: the encoder returns a pseudo-random unit vector derived
 from a hash of the text (microseconds), so what is left is HTTP parsing, validation, the decider's batching
 and thread hop, the policy (kNN over the artifact's reference rows) and the response. Load from
-``bench/rawhttp.py``: one client, then 32. Compare with ``bench.routing_latency`` to see what the embedder
+``bench/harness/rawhttp.py``: one client, then 32. Compare with ``bench.routing_latency`` to see what the embedder
 adds. The artifact is the bench one (``var/bench/artifacts/minilm``, calibrated on first use).
 """
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.fleet import free_port
-from bench.outcomes import percentile
-from bench.rawhttp import run
-from bench.stack import artifact_models, ensure_artifact
+from bench.harness.fleet import free_port
+from bench.harness.outcomes import percentile
+from bench.harness.rawhttp import run
+from bench.harness.stack import artifact_models, ensure_artifact
 
 
 class HashEncoder:
@@ -46,7 +46,7 @@ def serve(artifact: str, port: int, loop: str, http: str) -> None:
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from bench.fleet import fleet_config
+    from bench.harness.fleet import fleet_config
     from router.app import create_app
     from router.settings import Settings
 

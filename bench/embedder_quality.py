@@ -24,25 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.stack import CALIBRATE_FLAGS, DATA
-
-ROOT = Path(DATA).parent
-PRICES_ROUTELLM = str(Path(__file__).resolve().parents[1] / "calibration" / "prices" / "routellm_public.json")
-DATASETS: dict[str, dict[str, Any]] = {
-    "routerdc": {"data": "routerdc_7model.jsonl"},  # its generalist: --routerdc-generalist
-    "llmrouter": {"data": "llmrouter_dcrouter.jsonl", "prices": str(ROOT / "llmrouter_prices.json")},
-    "routeprofile": {"data": "routeprofile_test.jsonl"},
-    "routellm": {"data": "routellm_mmlu_gsm8k.jsonl", "prices": PRICES_ROUTELLM},
-}
-
+from bench.harness.datasets import DATASETS, ROOT, ROUTERDC_GENERALIST
+from bench.harness.stack import CALIBRATE_FLAGS, DATA
 
 # Configurations that serve another configuration's artifact: name -> (artifact's configuration, eval flags).
 SERVING: dict[str, tuple[str, tuple[str, ...]]] = {"openvino-serving": ("minilm", ("--embedder", "openvino"))}
 CONFIGS = (*CALIBRATE_FLAGS, *SERVING)
-
-
-# RouterDC's train-chosen generalist (docs/results.md); the runs before 2026-12-05 used Meta-Llama-3-8B.
-ROUTERDC_GENERALIST = "cognitivecomputations/dolphin-2.9-llama3-8b"
 
 
 def run_one(name: str, spec: dict[str, Any], embedder: str, out: Path, generalist: str | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.load import load_queries
+from bench.harness.load import load_queries
 from bench.routing_latency import MODELS, SHORT_TOKENS, short_queries
 
 

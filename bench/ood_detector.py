@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.devsplit import TrainRows, load
+from bench.harness.train_rows import TrainRows, load
 from calibration.data import hash_fraction
 from calibration.fit import KNOBS, FitConfig, FitResult, quality
 from calibration.lodo import policy_from
@@ -128,7 +128,7 @@ def ood_share(reasons: list[str]) -> float:
 
 
 def speed(artifact: Path, rounds: int) -> None:
-    from bench.embedder_quality import ROOT
+    from bench.harness.datasets import ROOT
     from calibration.cli import make_encoder
     from calibration.embeddings import EmbeddingCache
     from router.artifact import Artifact

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.fleet import FakeProcess, TriageProcess, fleet_config
-from bench.litellm_proxy import LiteLLMProcess
-from bench.load import load_queries
-from bench.rawhttp import Pool
+from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
+from bench.harness.litellm_proxy import LiteLLMProcess
+from bench.harness.load import load_queries
+from bench.harness.rawhttp import Pool
+from bench.harness.stack import artifact_models, ensure_artifact
+from bench.harness.timing import Series, timed_raw
 from bench.routing_latency import CONFIGS
-from bench.stack import artifact_models, ensure_artifact
-from bench.timing import Series, timed_raw
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ async def measure(targets: list[Target], stream: bool, concurrency: int, request
     series = {t.name: Series() for t in targets}
     plan = [t for _ in range(requests) for t in targets]
     cursor = iter(plan)
-    # The lean client (bench/rawhttp.py): httpx spends ~1 ms of CPU per request, which on two cores shared with
+    # The lean client (bench/harness/rawhttp.py): httpx spends ~1 ms of CPU per request, which on two cores shared with
     # the servers measured the client at 64 streams. Keep-alive connections, pooled per server.
     own = pool is None
     pool = pool or Pool()

@@ -17,7 +17,7 @@ MiniLM tokens: 100 characters of Chinese are ~100 tokens, of English ~25; the po
 router's embedding cache off) and all of them (median ~200 characters,
 up to 2,000). Printed per configuration: p50/p99 of one
 request at a time, then p50/p99 and decisions/s at 1, 8, 32 and 128 concurrent keep-alive clients (the lean
-client in bench/rawhttp.py: httpx would saturate its own core first), and the router's RSS afterwards.
+client in bench/harness/rawhttp.py: httpx would saturate its own core first), and the router's RSS afterwards.
 The share of decisions the refine tier re-scored is the router's own ``triage_ood_refined_total``.
 """
 
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.fleet import metric_values
-from bench.load import load_queries
-from bench.outcomes import percentile
-from bench.rawhttp import run
-from bench.stack import CALIBRATE_FLAGS, BenchStack, ensure_artifact
+from bench.harness.fleet import metric_values
+from bench.harness.load import load_queries
+from bench.harness.outcomes import percentile
+from bench.harness.rawhttp import run
+from bench.harness.stack import CALIBRATE_FLAGS, BenchStack, ensure_artifact
 
 LEVELS = (1, 8, 32, 128)
 MODELS = Path(__file__).resolve().parents[1] / "models"  # written by scripts/setup-router.sh

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.scaling [--queries 300]
 
-Synthetic artifacts (bench/synthetic.py: the routing core's own table builder and writer) with k clusters
+Synthetic artifacts (bench/harness/synthetic.py: the routing core's own table builder and writer) with k clusters
 (8 to 1024, 7 models) and m backends (2 to 64, k = 64), 5,000 reference rows each. For each: p50/p99 of one
 decision at a time (what one request costs the router after embedding) and the per-decision time in
 batches of 64 (what the micro-batcher's batches cost).
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.outcomes import percentile
-from bench.synthetic import EMBEDDER_DIM, unit_rows, write_synthetic_artifact
+from bench.harness.outcomes import percentile
+from bench.harness.synthetic import EMBEDDER_DIM, unit_rows, write_synthetic_artifact
 from router.policy import Policy
 
 CLUSTERS = (8, 32, 128, 256, 512, 1024)

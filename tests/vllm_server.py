@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fleet import free_port
+from bench.harness.fleet import free_port
 from specialists import launcher
 from specialists.fleet import load_fleet
 

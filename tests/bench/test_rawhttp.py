@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from bench.rawhttp import Pool, request_bytes, run
-from bench.timing import timed_raw
+from bench.harness.rawhttp import Pool, request_bytes, run
+from bench.harness.timing import timed_raw
 from tests.server import serve
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.synthetic import EMBEDDER_DIM, EMBEDDER_NAME, write_synthetic_artifact
+from bench.harness.synthetic import EMBEDDER_DIM, EMBEDDER_NAME, write_synthetic_artifact
 from router.artifact import Artifact
 from router.policy import Policy
 
@@ -29,11 +29,11 @@ def test_the_synthetic_artifact_loads_and_routes(tmp_path: Path) -> None:
 def test_bench_artifacts_in_an_older_format_or_for_another_generalist_are_rebuilt(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """bench/stack.py reuses its calibrated artifact, unless an older Triage wrote it (that one would load but
+    """bench/harness/stack.py reuses its calibrated artifact, unless an older Triage wrote it (that one would load but
     route without what the newer format adds, the OOD margin since format 4) or it names another generalist
     than the bench asks for (the router would refuse the mismatch)."""
     import calibration.cli
-    from bench.stack import GENERALIST, ensure_artifact
+    from bench.harness.stack import GENERALIST, ensure_artifact
     from router.artifact import FORMAT_VERSION
 
     calls: list[list[str]] = []

@@ -118,7 +118,8 @@ def test_a_backend_stopped_mid_test_falls_back_to_the_next_eligible(
             "model": "triage:quality", "messages": [{"role": "user", "content": MATH}]}).json()
     victim = decision["backend"]
     fake = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_openai", "--port", "0", "--served-name", local_vllm.backend_models[victim]],
+        [sys.executable, "-m", "bench.harness.fake_openai", "--port", "0",
+         "--served-name", local_vllm.backend_models[victim]],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:
         assert fake.stdout is not None

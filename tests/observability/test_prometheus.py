@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from bench.prometheus import Prometheus, dashboard_queries, grafana_to_promql, run_prometheus
+from bench.harness.prometheus import Prometheus, dashboard_queries, grafana_to_promql, run_prometheus
 from router.app import create_app
 from router.artifact import Artifact
 from router.embedder import Embedder

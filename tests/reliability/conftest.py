@@ -1,4 +1,4 @@
-"""Fault-injection fixtures: the real app over real HTTP in front of real ``bench.fake_openai`` processes.
+"""Fault-injection fixtures: the real app over real HTTP in front of real ``bench.harness.fake_openai`` processes.
 
 One fake process per artifact model lives for the whole session (starting seven is slower than resetting
 them); every test starts from healthy fakes with fresh stats. ``rig(...)`` builds and serves the app with a
@@ -18,8 +18,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.fleet import FakeProcess, fleet_config
-from bench.synthetic import write_synthetic_artifact
+from bench.harness.fleet import FakeProcess, fleet_config
+from bench.harness.synthetic import write_synthetic_artifact
 from router.app import create_app
 from router.artifact import Artifact
 from router.embedder import Embedder

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from bench.fleet import FakeProcess
+from bench.harness.fleet import FakeProcess
 from router.artifact import Artifact
 from router.settings import Settings
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from bench.fleet import metric_values
+from bench.harness.fleet import metric_values
 from tests.reliability.rig import Rig, RigFactory, wait_for
 
 OPEN, HALF_OPEN, CLOSED = 2.0, 1.0, 0.0

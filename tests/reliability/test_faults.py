@@ -1,6 +1,6 @@
 """Backend faults seen through the real app over real HTTP: the client gets an answer or a clear error, never a hang.
 
-The backends are ``bench.fake_openai`` processes; each test breaks the backend the router picks first
+The backends are ``bench.harness.fake_openai`` processes; each test breaks the backend the router picks first
 (asked through ``/v1/route``) and checks what the client sees and what the backend saw.
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.load import LoadPlan, load_queries, report, run_load
+from bench.harness.load import LoadPlan, load_queries, report, run_load
 from tests.reliability.rig import RigFactory
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.fleet import TriageProcess, fleet_config
+from bench.harness.fleet import TriageProcess, fleet_config
 from router.artifact import Artifact
 from tests.reliability.rig import MATH
 

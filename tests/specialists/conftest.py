@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.fleet import free_port
+from bench.harness.fleet import free_port
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
 

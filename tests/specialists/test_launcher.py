@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet import free_port
+from bench.harness.fleet import free_port
 from specialists import cli, launcher
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")

@@ -1,7 +1,7 @@
 """Train-only development checks: the shared datasets' train rows, their vectors, and routing a slice of them
 with a fit on the rest. No test row is read: these decide what becomes a default before any test run.
 
-Used by ``bench.cost_estimate`` and ``bench.selection_folds``.
+Used by ``bench.ood_detector``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.embedder_quality import DATASETS, ROOT, ROUTERDC_GENERALIST
+from bench.harness.datasets import DATASETS, ROOT, ROUTERDC_GENERALIST
 from calibration.data import ScoreMatrix, hash_fraction, load_scores
 from calibration.embeddings import EmbeddingCache
 from calibration.fit import FitConfig, FitResult, fit

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fleet import FakeProcess, free_port, terminate, wait_healthy
+from bench.harness.fleet import FakeProcess, free_port, terminate, wait_healthy
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A fake but realistic OpenAI-compatible server on raw asyncio: the backend for load, overhead and fault tests.
 
-    python -m bench.fake_openai --port 8101 --latency-ms 20 --tokens-per-s 200 --served-name served-0
+    python -m bench.harness.fake_openai --port 8101 --latency-ms 20 --tokens-per-s 200 --served-name served-0
 
 It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` the way vLLM does:
 ids, ``usage``, SSE chunks (a role chunk, one chunk per token, a finish chunk, a usage-only chunk when
@@ -343,7 +343,7 @@ def _error(message: str, kind: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.fake_openai", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.harness.fake_openai", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: pick a free port (printed on stdout)")
     parser.add_argument("--served-name", default="fake-model")
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         port = await server.start(args.host, args.port)
-        # The one line a parent process waits for (bench/fleet.py reads it to learn the port).
+        # The one line a parent process waits for (bench/harness/fleet.py reads it to learn the port).
         print(f"fake_openai listening on http://{args.host}:{port}", flush=True)
         await server.serve_forever()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.fleet import FakeProcess, TriageProcess, fleet_config
+from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
 
 # ../shared/data beside the checkout (as make run and make test expect)
-DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7model.jsonl")
+DATA = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "routerdc_7model.jsonl")
 GENERALIST = "meta-llama/Meta-Llama-3-8B"
 # `triage calibrate` flags per embedder configuration (eval takes the same ones without --refine-ood).
 CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {

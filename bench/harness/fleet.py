@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 PYTHON = sys.executable
 
 
@@ -47,7 +47,7 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 @dataclass
 class FakeProcess:
-    """One ``python -m bench.fake_openai`` process."""
+    """One ``python -m bench.harness.fake_openai`` process."""
 
     served_name: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +63,7 @@ class FakeProcess:
         return self.root_url + "/v1"
 
     def start(self, timeout: float = 30.0) -> FakeProcess:
-        args = [PYTHON, "-m", "bench.fake_openai", "--port", str(self.port), "--served-name", self.served_name]
+        args = [PYTHON, "-m", "bench.harness.fake_openai", "--port", str(self.port), "--served-name", self.served_name]
         for key, value in self.options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)

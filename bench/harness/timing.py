@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.outcomes import percentile
-from bench.rawhttp import Pool, request_bytes
+from bench.harness.outcomes import percentile
+from bench.harness.rawhttp import Pool, request_bytes
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Timed:
 
 
 async def timed_raw(pool: Pool, url: str, body: dict[str, Any], headers: dict[str, str]) -> Timed:
-    """POSTs ``body`` on bench/rawhttp.py's lean client (serialised before the clock starts); for a stream, the
+    """POSTs ``body`` on bench/harness/rawhttp.py's lean client (serialised before the clock starts); for a stream, the
     first token is the first chunk with content (not the role chunk)."""
     parts = urlsplit(url)
     payload = request_bytes(parts.netloc, parts.path, body, headers)

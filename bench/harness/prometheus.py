@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from bench.fleet import free_port
+from bench.harness.fleet import free_port
 
 
 class Prometheus:
