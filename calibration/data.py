@@ -102,6 +102,10 @@ class ScoreMatrix:
     def mask_domains(self, domains: set[str]) -> npt.NDArray[np.bool_]:
         return np.array([d in domains for d in self.domains], dtype=bool)
 
+    def best_model(self) -> str:
+        """The model with the best mean correctness over these rows: the generalist unless one is named."""
+        return self.models[int(np.argmax(self.scores.mean(axis=0)))]
+
     @property
     def has_cost(self) -> bool:
         return bool(np.ptp(self.costs) > 0) if self.costs.size else False
@@ -180,31 +184,8 @@ def load_scores(path: Path, prices_path: Path | None = None) -> ScoreMatrix:
             raise DataError(f"{where}: field 'scores' is missing or empty")
         if models is None:
             models = list(scores)
-        unknown = [m for m in scores if m not in models]
-        if unknown:
-            raise DataError(f"{where}: field 'scores.{unknown[0]}': unknown model (not in the first row)")
-        values: list[float] = []
-        for model in models:
-            value = scores.get(model)
-            if value is None:
-                raise DataError(f"{where}: field 'scores.{model}' is missing")
-            if not _is_number(value) or not 0 <= value <= 1:
-                raise DataError(f"{where}: field 'scores.{model}' must be a finite number in [0, 1]")
-            values.append(correctness(str(row.get("task", domain)), float(value)))
-        cost = row.get("cost")
-        if cost is not None:
-            if not isinstance(cost, dict):
-                raise DataError(f"{where}: field 'cost' must be an object")
-            for model in cost:
-                if model not in models:
-                    raise DataError(f"{where}: field 'cost.{model}': unknown model")
-            for model in models:
-                value = cost.get(model)
-                if not _is_number(value) or value < 0:
-                    raise DataError(f"{where}: field 'cost.{model}' must be a finite number >= 0")
-            cost_rows.append([float(cost[m]) for m in models])
-        else:
-            cost_rows.append(None)
+        values = _row_scores(where, scores, models, str(row.get("task", domain)))
+        cost_rows.append(_row_cost(where, row.get("cost"), models))
         tokens = row.get("tokens")
         if tokens is not None and not isinstance(tokens, dict):
             raise DataError(f"{where}: field 'tokens' must be an object")
@@ -238,6 +219,38 @@ def load_scores(path: Path, prices_path: Path | None = None) -> ScoreMatrix:
         hash_split=hash_split,
         notes=notes,
     )
+
+
+def _row_scores(where: str, scores: dict[str, Any], models: list[str], task: str) -> list[float]:
+    """One row's correctness per model, in ``models`` order (the first row's)."""
+    unknown = [m for m in scores if m not in models]
+    if unknown:
+        raise DataError(f"{where}: field 'scores.{unknown[0]}': unknown model (not in the first row)")
+    values: list[float] = []
+    for model in models:
+        value = scores.get(model)
+        if value is None:
+            raise DataError(f"{where}: field 'scores.{model}' is missing")
+        if not _is_number(value) or not 0 <= value <= 1:
+            raise DataError(f"{where}: field 'scores.{model}' must be a finite number in [0, 1]")
+        values.append(correctness(task, float(value)))
+    return values
+
+
+def _row_cost(where: str, cost: Any, models: list[str]) -> list[float] | None:
+    """One row's cost per model, in ``models`` order; None where the row has none."""
+    if cost is None:
+        return None
+    if not isinstance(cost, dict):
+        raise DataError(f"{where}: field 'cost' must be an object")
+    for model in cost:
+        if model not in models:
+            raise DataError(f"{where}: field 'cost.{model}': unknown model")
+    for model in models:
+        value = cost.get(model)
+        if not _is_number(value) or value < 0:
+            raise DataError(f"{where}: field 'cost.{model}' must be a finite number >= 0")
+    return [float(cost[m]) for m in models]
 
 
 def _costs(

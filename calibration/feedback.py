@@ -1,6 +1,7 @@
 """Fold observed outcomes from the decision log into the next artifact.
 
-    decision log (router/decisionlog.py, rotated files included)
+    decision logs (router/decisionlog.py, rotated files included; several files or a directory of them, one
+    per replica: feedback may be logged by another replica than the one that served the request)
       -> join feedback to decisions by request id (the last feedback for a request wins)
       -> per (cluster, backend): n observed, sum of scores
       -> add them to each cell's Beta posterior (the same one calibration fitted), recompute the band and cliffs
@@ -18,6 +19,7 @@ import math
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,8 +41,24 @@ class Observed:
     skipped_models: set[str] = field(default_factory=set)
 
 
-def log_files(path: Path) -> list[Path]:
-    """The log and its rotated predecessors (``decisions.jsonl.1`` ...), oldest first."""
+Logs = Path | Sequence[Path]
+
+
+def log_files(logs: Logs) -> list[Path]:
+    """Every file of the given logs, each log's rotated predecessors (``decisions.jsonl.1`` ...) first. A
+    directory stands for every ``*.jsonl`` log in it."""
+    paths = [logs] if isinstance(logs, Path) else list(logs)
+    files: list[Path] = []
+    for path in paths:
+        bases = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        if path.is_dir() and not bases:
+            raise DataError(f"no decision logs (*.jsonl) in {path.name}")
+        for base in bases:
+            files += _one_log(base)
+    return list(dict.fromkeys(files))
+
+
+def _one_log(path: Path) -> list[Path]:
     rotated = sorted(
         path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0
     )
@@ -50,7 +68,7 @@ def log_files(path: Path) -> list[Path]:
     return files
 
 
-def read_log(path: Path, models: list[str]) -> Observed:
+def read_log(path: Logs, models: list[str]) -> Observed:
     decisions: dict[str, tuple[int, str]] = {}
     scores: dict[str, float] = {}
     observed = Observed()
@@ -91,6 +109,8 @@ def read_log(path: Path, models: list[str]) -> Observed:
 
 def fold(artifact: Artifact, observed: Observed) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """The artifact's table and cliffs with the observations added to each cell's Beta posterior."""
+    if artifact.path is None:
+        raise ValueError("feedback is folded into an artifact read from a directory")
     table = json.loads((artifact.path / "table.json").read_text())
     shrinkage = artifact.manifest.get("shrinkage", {})
     prior = float(shrinkage.get("prior_strength", 10.0))
@@ -133,8 +153,10 @@ def fold(artifact: Artifact, observed: Observed) -> tuple[dict[str, Any], dict[s
     return table, cliffs
 
 
-def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Path) -> Artifact:
+def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -> Artifact:
     """Copy the artifact, replace table and cliffs, record the feedback in the manifest, validate, rename."""
+    if artifact.path is None:
+        raise ValueError("feedback is folded into an artifact read from a directory")
     table, cliffs = fold(artifact, observed)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +170,7 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Path) -
         manifest["feedback"] = [
             *manifest.get("feedback", []),
             {
-                "log": log.name,
+                "log": _names(log),
                 "decisions": observed.decisions,
                 "feedback": observed.feedback,
                 "joined": observed.joined,
@@ -172,13 +194,17 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Path) -
     return Artifact.load(out)
 
 
-def from_log(log: Path, artifact_dir: Path, out: Path) -> str:
-    """``triage calibrate --from-log LOG --artifact DIR --out NEW``: returns a one-paragraph summary."""
+def _names(logs: Logs) -> str:
+    return ", ".join(p.name for p in ([logs] if isinstance(logs, Path) else logs))
+
+
+def from_log(log: Logs, artifact_dir: Path, out: Path) -> str:
+    """``triage calibrate --from-log LOG [LOG|DIR ...] --artifact DIR --out NEW``: a one-paragraph summary."""
     artifact = Artifact.load(artifact_dir)
     observed = read_log(log, artifact.models)
     if observed.joined == 0:
         raise DataError(
-            f"{log.name}: no feedback joins a routed decision ({observed.decisions} decisions, "
+            f"{_names(log)}: no feedback joins a routed decision ({observed.decisions} decisions, "
             f"{observed.feedback} feedback records); nothing to fold"
         )
     write_folded(artifact, observed, out, log)

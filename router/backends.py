@@ -20,17 +20,23 @@ import contextlib
 import datetime
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from router.circuit import Circuit
 from router.connections import ShardedTransport
+from router.load import Load, parse_vllm
 from router.metrics import CIRCUIT_STATES, Metrics
-from router.settings import BackendSettings, ConnectionSettings, HealthSettings
+from router.settings import BackendSettings, ConnectionSettings, HealthSettings, PoolSettings
+
+if TYPE_CHECKING:
+    from router.discovery import Discovery
 
 log = logging.getLogger("triage.backends")
 T = TypeVar("T")
@@ -109,6 +115,7 @@ class Stream:
     first: bytes
     rest: AsyncIterator[bytes]
     replica: Replica
+    started: float = 0.0
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.first
@@ -119,7 +126,7 @@ class Stream:
         try:
             await self.response.aclose()
         finally:
-            self.replica.release()
+            self.replica.release(self.started)
 
 
 @dataclass
@@ -134,9 +141,12 @@ class Replica:
     """One server of a backend's model: its client (connection pool), circuit and requests in flight."""
 
     def __init__(self, backend: str, index: int, url: str, client: httpx.AsyncClient, circuit: Circuit,
-                 settings: BackendSettings, metrics: Metrics) -> None:
+                 settings: BackendSettings, metrics: Metrics, load: Load | None = None,
+                 on_release: Callable[[], None] | None = None) -> None:
         self.backend, self.index, self.url = backend, index, url
         self.client, self.circuit, self.settings, self.metrics = client, circuit, settings, metrics
+        self.load = load or Load(settings.max_concurrency, 1.0)
+        self.on_release = on_release
         self.in_flight = 0
 
     @property
@@ -150,13 +160,44 @@ class Replica:
     def _count(self, outcome: str) -> None:
         self.metrics.replica_requests.labels(self.backend, self.label, outcome).inc()
 
-    def acquire(self) -> None:
-        self.in_flight += 1
-        self.metrics.replica_in_flight.labels(self.backend, self.label).set(self.in_flight)
+    def outstanding(self) -> float:
+        return self.load.outstanding(self.in_flight)
 
-    def release(self) -> None:
+    def queue_seconds(self) -> float:
+        return self.load.queue_seconds(self.in_flight)
+
+    def acquire(self) -> float:
+        self.in_flight += 1
+        self.show_load()
+        return time.monotonic()
+
+    def release(self, started: float | None = None) -> None:
+        """One request ended; ``started``: it was served (its time feeds the service-time estimate)."""
         self.in_flight -= 1
-        self.metrics.replica_in_flight.labels(self.backend, self.label).set(self.in_flight)
+        if started is not None:
+            self.load.observe(time.monotonic() - started)
+        self.show_load()
+        if self.on_release is not None:
+            self.on_release()
+
+    def show_load(self) -> None:
+        labels = (self.backend, self.label)
+        self.metrics.replica_in_flight.labels(*labels).set(self.in_flight)
+        self.metrics.replica_waiting.labels(*labels).set(self.load.waiting(self.in_flight))
+        self.metrics.replica_queue_seconds.labels(*labels).set(self.queue_seconds())
+
+    async def scrape(self, timeout: float) -> None:
+        """vLLM's load gauges from the server's /metrics (beside its /v1); nothing changes when it has none."""
+        url = httpx.URL(self.url).copy_with(path="/metrics")
+        try:
+            response = await self.client.get(url, headers=self._headers(), timeout=timeout)
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            scrape = parse_vllm(response.text, time.monotonic())
+            if scrape is not None:
+                self.load.scrape = scrape
+                self.show_load()
 
     def _failed(self, what: str) -> BackendError:
         self.circuit.record_failure()
@@ -175,7 +216,8 @@ class Replica:
         return BackendClientError(status, _error_body(status, raw))
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.acquire()
+        started: float | None = self.acquire()
+        served = False
         try:
             try:
                 async with asyncio.timeout(self.settings.timeouts.total):
@@ -192,15 +234,16 @@ class Replica:
                 raise self._failed("sent a malformed JSON body") from None
             if not isinstance(data, dict):
                 raise self._failed("sent a malformed JSON body")
+            served = True
         finally:
-            self.release()
+            self.release(started if served else None)
         self.circuit.record_success()
         self._count("ok")
         return data
 
     async def open_stream(self, path: str, body: Mapping[str, Any]) -> Stream:
         request = self.client.build_request("POST", path, json=body, headers=self._headers())
-        self.acquire()
+        started = self.acquire()
         try:
             async with asyncio.timeout(self.settings.timeouts.first_byte):
                 response = await self.client.send(request, stream=True)
@@ -228,7 +271,7 @@ class Replica:
             raise
         self.circuit.record_success()
         self._count("ok")
-        return Stream(response, first, rest, self)  # the stream releases its place when closed
+        return Stream(response, first, rest, self, started)  # the stream releases its place when closed
 
     async def probe(self) -> bool:
         """GET /models: a dead replica leaves routing before a client finds out; a live one is let back in."""
@@ -273,12 +316,18 @@ class Backend:
     def name(self) -> str:
         return self.settings.name
 
-    def pick(self, tried: Collection[Replica] = ()) -> Replica | None:
-        """The untried replica with the fewest requests in flight among those the circuits allow, ties taken in
-        turn; when none is allowed and none tried yet, the least busy of all (the caller chose this model)."""
+    def queue_seconds(self) -> float:
+        """The expected wait on the replica a request would be sent to now."""
+        replica = self.pick(advance=False)
+        return replica.queue_seconds() if replica is not None else math.inf
+
+    def pick(self, tried: Collection[Replica] = (), advance: bool = True) -> Replica | None:
+        """The untried replica with the fewest requests outstanding among those the circuits allow, ties taken
+        in turn; when none is allowed and none tried yet, the least busy of all (the caller chose this model)."""
         n = len(self.replicas)
-        self._turn = (self._turn + 1) % max(n, 1)
-        order = sorted(range(n), key=lambda i: (self.replicas[i].in_flight, (i - self._turn) % n))
+        if advance:
+            self._turn = (self._turn + 1) % max(n, 1)
+        order = sorted(range(n), key=lambda i: (self.replicas[i].outstanding(), (i - self._turn) % n))
         candidates = [self.replicas[i] for i in order if self.replicas[i] not in tried]
         allowed = [r for r in candidates if r.circuit.allows()]
         if allowed:
@@ -334,8 +383,11 @@ class BackendPool:
         metrics: Metrics,
         transport_for: TransportFactory | None = None,
         connections: ConnectionSettings | None = None,
+        pool: PoolSettings | None = None,
     ) -> None:
         self.connections = connections or ConnectionSettings()
+        self.pool = pool or PoolSettings()
+        self._released = asyncio.Event()
         self.health = health
         self.metrics = metrics
         self.transport_for = transport_for
@@ -347,6 +399,11 @@ class BackendPool:
         for backend in self.backends.values():
             metrics.declare_replicas(backend.name, [r.label for r in backend.replicas])
         self._probe_task: asyncio.Task[None] | None = None
+        self._scrape_task: asyncio.Task[None] | None = None
+        from router.admission import Admission  # it reads this module's classes
+
+        self.admission = Admission(self, self.pool, metrics)
+        self.discovery: Discovery | None = None
 
     def replica(self, settings: BackendSettings, index: int, url: str) -> Replica:
         transport = self.transport_for(settings) if self.transport_for else None
@@ -358,11 +415,24 @@ class BackendPool:
             transport=transport or ShardedTransport(connections.max_per_backend, connections.pools),
             timeout=httpx.Timeout(timeouts.first_byte, connect=timeouts.connect),
         )
-        name, label = settings.name, str(index)
+        name = settings.name
+        made: list[Replica] = []  # the callbacks read the label when they fire: DNS discovery renumbers
         circuit = Circuit(self.health.failure_threshold, self.health.open_seconds,
-                          on_change=lambda state: self._circuit_changed(name, label, state),
-                          on_health=lambda up: self._health_changed(name, label, up))
-        return Replica(name, index, url, client, circuit, settings, self.metrics)
+                          on_change=lambda state: self._circuit_changed(name, made[0].label, state),
+                          on_health=lambda up: self._health_changed(name, made[0].label, up))
+        load = Load(settings.max_concurrency, self.pool.service_s)
+        made.append(Replica(name, index, url, client, circuit, settings, self.metrics, load, self._wake))
+        return made[0]
+
+    def _wake(self) -> None:
+        """A replica freed a place: whoever waits for room looks again."""
+        self._released.set()
+        self._released = asyncio.Event()
+
+    async def released(self, timeout: float) -> None:
+        """Returns when some replica frees a place, or after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), timeout)
 
     def _circuit_changed(self, name: str, label: str, state: str) -> None:
         log.warning("circuit of backend %s replica %s is now %s", name, label, state)
@@ -391,6 +461,13 @@ class BackendPool:
         results = await asyncio.gather(*(b.probe() for b in self.backends.values()))
         return dict(zip(self.backends, results, strict=True))
 
+    async def _scrape_loop(self) -> None:
+        interval = self.pool.scrape_interval_s
+        while True:
+            replicas = [r for b in self.backends.values() for r in b.replicas]
+            await asyncio.gather(*(r.scrape(timeout=interval) for r in replicas), return_exceptions=True)
+            await asyncio.sleep(interval)
+
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.health.probe_interval_s)
@@ -400,12 +477,21 @@ class BackendPool:
                 log.exception("health probe failed")
 
     def start(self) -> None:
+        from router.discovery import Discovery  # it reads this module's classes
+
         if self.health.probe_interval_s > 0:
             self._probe_task = asyncio.create_task(self._probe_loop(), name="triage-health-probe")
+        if self.pool.scrape_interval_s > 0:
+            self._scrape_task = asyncio.create_task(self._scrape_loop(), name="triage-load-scrape")
+        self.discovery = Discovery(self)
+        self.discovery.start()
 
     async def aclose(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+        for task in (self._probe_task, self._scrape_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.discovery is not None:
+            await self.discovery.aclose()
         await asyncio.gather(*(r.client.aclose() for b in self.backends.values() for r in b.replicas))

@@ -5,29 +5,32 @@ it to the generalist. Two detectors, each with thresholds calibrated on held-out
 of their scores), never on the reference points themselves, whose distance to their own neighbourhood is
 optimistically small:
 
-- ``knn``: mean cosine distance to the k nearest reference (calibration) embeddings. DESIGN.md measured AUROC
-  0.98 for it with all-MiniLM-L6-v2. It needs nothing but the reference rows.
-- ``DomainDetector`` (since 2026-12-02, the default when the calibration rows name at least two domains): a
+- ``knn``: mean cosine distance to the k nearest reference (calibration) embeddings. It needs nothing but the
+  reference rows.
+- ``DomainDetector`` (the default when the calibration rows name at least two domains): a
   query is out of domain when it is far from every known domain's mean in the Mahalanobis sense (one covariance
   shared by the domains, Lee et al., 2018), *or* when the domain classifier's energy (``DomainLevel.energy``)
   says no known domain fits it. The two catch different things: distance catches another language or another
   format (RouterDC's cmmlu, humaneval held out of calibration), the classifier catches a task whose words look
-  like the known ones but whose pattern is new (held-out gsm8k among ARC and MMLU). Measured on train rows only
-  (docs/results.md, "The domain OOD detector"; ``python -m bench.ood_detector``): leave-one-domain-out on
-  RouterDC, mean -2.81 -> -1.77 points against the generalist, in-domain accuracy unchanged.
+  like the known ones but whose pattern is new (held-out gsm8k among ARC and MMLU). Measured: docs/results.md,
+  "The domain OOD detector".
 
-The detector's line is a cliff; ``DomainDetector.margin`` makes its approach a slope (since the second session of
-2026-12-02): between ``margin_from`` and the line a specialist has to beat the generalist's estimated accuracy by
-a margin that grows linearly to ``margin_at_line``. Cluster and domain estimates are measured on in-domain queries;
-the less a query fits them, the less a small estimated advantage is worth. The ramp reads the energy part by
-default (``margin_score``): a query far from the means but plainly of a known domain keeps its estimates. Train
-rows only (docs/results.md, "The OOD margin"; ``python -m bench.ood_detector --parts``): RouterDC
-leave-one-domain-out -1.77 -> +0.48 points, the worst domain -16.01 -> -2.75, in-domain 0.6376 -> 0.6380.
+The detector's line is a cliff; ``DomainDetector.margin`` makes its approach a slope: between ``margin_from`` and the
+line a specialist has to beat the generalist's estimated accuracy by a margin that grows linearly to
+``margin_at_line``. Cluster and domain estimates are measured on in-domain queries; the less a query fits them, the
+less a small estimated advantage is worth. The ramp reads the energy part by default (``margin_score``): a query
+far from the means but plainly of a known domain keeps its estimates. Measured on train rows only:
+docs/results.md, "The OOD margin".
+
+The policy calls one ``OodScorer``: ``KnnScorer`` (the kNN distance, with an artifact's refine tier) or
+``DomainScorer`` (the domain detector, with its margin).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +38,9 @@ import numpy.typing as npt
 from router.domains import DomainLevel, energy_of
 
 Matrix = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+Refiner = Callable[[npt.NDArray[np.intp]], Matrix]  # rows -> their vectors from a refine tier's embedder
 MARGIN_SCORES = ("max", "energy")  # what DomainDetector.margin_score may name
 CHUNK = 1024  # rows per block: bounds the (rows x n_ref) similarity matrix to a few tens of MB
 
@@ -67,6 +73,20 @@ def knn(
 
 def ood_scores(embeddings: Matrix, reference: Matrix, k: int) -> npt.NDArray[np.float64]:
     return knn(embeddings, reference, k)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class RefineTier:
+    """Out-of-domain calls near the threshold, re-made with a better (slower) embedder."""
+
+    embedder_name: str
+    embedder_dim: int
+    reference: Matrix  # (n_ref, refine dim): the artifact's reference queries in the refine embedder's space
+    ood_k: int
+    threshold: float
+    cluster_thresholds: Floats  # (k,)
+    refine_above: Floats  # (k,) fast OOD score from which a query is refined
+
 
 
 @dataclass
@@ -139,3 +159,71 @@ def joint_thresholds(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], qua
 
     level = float(np.quantile(np.maximum(rank(a), rank(b)), quantile))
     return float(np.quantile(a, level)), float(np.quantile(b, level))
+
+
+@dataclass(frozen=True)
+class OodCall:
+    """The out-of-domain call on a batch of rows, as the policy reads it."""
+
+    score: Floats  # (n,) in the scorer's units (its ``is_ood`` line)
+    is_ood: Bools  # (n,)
+    refined: Bools  # (n,) made by a refine tier's embedder
+    margin: Floats | None  # (n,) accuracy taken off the specialists near the line (None: no margin)
+
+
+class OodScorer(Protocol):
+    """One way of calling queries out of domain; ``sims`` are the rows' similarities to their nearest reference
+    rows (nearest first), computed only where ``needs_neighbours``; ``logits`` the domain level's, if any."""
+
+    needs_neighbours: bool
+
+    def score(self, x: Matrix, cluster: npt.NDArray[np.intp], logits: Floats | None, sims: Matrix | None,
+              refine: Refiner | None) -> OodCall: ...
+
+
+class KnnScorer:
+    """The mean cosine distance to the ``k`` nearest reference rows against the nearest cluster's line. With a
+    refine tier, rows whose fast score reaches ``refine_above`` are scored again by the refine embedder, and every
+    score is reported in units of its own threshold (1.0 is the line), so one scale ranks them."""
+
+    needs_neighbours = True
+
+    def __init__(self, thresholds: Floats, k: int, tier: RefineTier | None) -> None:
+        self.thresholds, self.k, self.tier = thresholds, k, tier
+
+    def score(self, x: Matrix, cluster: npt.NDArray[np.intp], logits: Floats | None, sims: Matrix | None,
+              refine: Refiner | None) -> OodCall:
+        assert sims is not None
+        score: Floats = 1.0 - sims[:, : self.k].astype(np.float64).mean(axis=1)
+        thresholds = self.thresholds[cluster]
+        tier = self.tier
+        if tier is None:
+            return OodCall(score, score > thresholds, np.zeros(len(score), dtype=bool), None)
+        if refine is None:
+            raise ValueError(f"this artifact has a refine tier: vectors from {tier.embedder_name!r} are needed")
+        refined = score >= tier.refine_above[cluster]
+        score = score / np.maximum(thresholds, 1e-9)
+        rows = np.flatnonzero(refined)
+        if len(rows):
+            x2 = np.asarray(refine(rows), dtype=np.float32)
+            if x2.shape != (len(rows), tier.embedder_dim):
+                raise ValueError(f"refine vectors must have shape ({len(rows)}, {tier.embedder_dim}), got {x2.shape}")
+            fine = knn(x2, tier.reference, tier.ood_k)[0]
+            score[rows] = fine / np.maximum(tier.cluster_thresholds[cluster[rows]], 1e-9)
+        return OodCall(score, score > 1.0, refined, None)
+
+
+class DomainScorer:
+    """The domain detector over the domain level's classifier: threshold units, 1.0 the line; its margin where it
+    has one (``margin_at_line`` > 0)."""
+
+    needs_neighbours = False
+
+    def __init__(self, detector: DomainDetector, level: DomainLevel) -> None:
+        self.detector, self.level = detector, level
+
+    def score(self, x: Matrix, cluster: npt.NDArray[np.intp], logits: Floats | None, sims: Matrix | None,
+              refine: Refiner | None) -> OodCall:
+        score, ramp = self.detector.score_and_margin(x, self.level, logits)
+        margin = ramp if self.detector.margin_at_line > 0 else None
+        return OodCall(score, score > 1.0, np.zeros(len(score), dtype=bool), margin)

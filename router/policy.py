@@ -8,10 +8,14 @@ models the policy maximises
     utility = knob * accuracy_norm - (1 - knob) * cost_norm
 
 with both divided by their spread over the available models (knob 1: most accurate; knob 0: the cheapest
-eligible). The spread is global since 2026-12-02 (``policy.normalisation: global``): the range of the models'
-overall accuracy and mean cost in the artifact's table, so one knob is one exchange rate between accuracy and
-cost for every query, as an aggregate cost/accuracy trade-off needs. Older artifacts used each query's own
-min-max (``query``), which counts a 0.01 accuracy edge on one query as much as a 0.3 edge on another.
+eligible): the range of the models' overall accuracy and mean cost in the artifact's table, so one knob is one
+exchange rate between accuracy and cost for every query, as an aggregate cost/accuracy trade-off needs.
+
+The expected accuracy and cost are composed from the artifact's parts, each read by its own step: the cluster
+table (always), the domain level's blend (``router/domains.py``, when the artifact has one), and the kNN blend
+with the nearest reference queries' measured correctness (``knn_weight`` > 0). The out-of-domain call is one
+``OodScorer`` (router/ood.py): the kNN distance (with its refine tier, if any) or the domain detector (with its
+margin).
 
 Eligible = available, and not past its cliff in the query's nearest cluster. A query whose out-of-domain score
 exceeds the calibrated threshold goes to the generalist ("ood_fallback"); the score is the distance to the
@@ -24,7 +28,7 @@ generalist). Ties go to the cheaper model, then to the generalist, then to the a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +37,10 @@ import numpy.typing as npt
 
 from router.artifact import Artifact
 from router.clusters import soft_weights
-from router.ood import knn
+from router.ood import DomainScorer, KnnScorer, OodScorer, Refiner, knn
 
-Refiner = Callable[[npt.NDArray[np.intp]], npt.NDArray[np.float32]]
+__all__ = ["TIE", "Candidate", "Decision", "Estimates", "Policy", "Refiner"]
+
 TIE = 1e-9  # utilities this close are a tie: float noise must not beat the cheaper model
 
 
@@ -120,6 +125,11 @@ class Policy:
         total = max(float(size.sum()), 1e-12)
         self.overall_accuracy = (size * artifact.estimate).sum(axis=0) / total
         self.overall_cost = (size * artifact.mean_cost).sum(axis=0) / total
+        self.ood: OodScorer = (
+            DomainScorer(artifact.ood_detector, artifact.domains)
+            if artifact.ood_detector is not None and artifact.domains is not None
+            else KnnScorer(artifact.thresholds, artifact.ood_k, artifact.refine)
+        )
 
     def estimate(self, embeddings: npt.ArrayLike, refine: Refiner | None = None,
                  neighbours: tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]] | None = None) -> Estimates:
@@ -137,23 +147,14 @@ class Policy:
         if a.domains is not None:
             logits = a.domains.logits(x)  # once: the blend and the detector's energy both read them
             accuracy, cost, domain = a.domains.blend(logits, accuracy, cost, weights)
-        detector = a.ood_detector if a.domains is not None else None
         nearest = sims = None
-        if detector is None or a.knn_weight > 0:  # the domain detector needs no neighbours
+        if self.ood.needs_neighbours or a.knn_weight > 0:
             k = max(a.ood_k, a.knn_k)
             if neighbours is None or neighbours[0].shape != (len(x), k):
                 _, nearest, sims = knn(x, a.reference, k)
             else:
                 nearest, sims = neighbours
-        margin = None
-        if detector is not None and a.domains is not None:
-            ood_score, ramp = detector.score_and_margin(x, a.domains, logits)
-            if detector.margin_at_line > 0:
-                margin = ramp
-        else:
-            assert sims is not None
-            ood_score = 1.0 - sims[:, : a.ood_k].astype(np.float64).mean(axis=1)
-        ood_score, is_ood, refined = self._out_of_domain(cluster, ood_score, refine)
+        call = self.ood.score(x, cluster, logits, sims, refine)
         if a.knn_weight > 0:
             assert nearest is not None
             # The neighbours' measured correctness, shrunk toward the cluster estimate (knn_k pseudo-counts of
@@ -162,40 +163,14 @@ class Policy:
             accuracy = (1 - a.knn_weight) * accuracy + a.knn_weight * neighbour_mean
         return Estimates(
             cluster=cluster,
-            ood_score=ood_score,
-            is_ood=is_ood,
+            ood_score=call.score,
+            is_ood=call.is_ood,
             accuracy=accuracy,
             cost=cost,
-            refined=refined,
+            refined=call.refined,
             domain=domain,
-            margin=margin,
+            margin=call.margin,
         )
-
-    def _out_of_domain(
-        self, cluster: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
-        refine: Refiner | None,
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-        """(score, is_ood, refined). Without a refine tier: the kNN distance against the cluster's threshold.
-        With one: rows whose fast score reaches ``refine_above`` are scored again by the refine embedder,
-        and every score is reported in units of its own threshold (1.0 is the line), so one scale ranks them.
-        """
-        a = self.artifact
-        thresholds = a.ood_cluster_thresholds[cluster]
-        tier = a.refine
-        if tier is None:
-            return score, score > thresholds, np.zeros(len(score), dtype=bool)
-        if refine is None:
-            raise ValueError(f"this artifact has a refine tier: vectors from {tier.embedder_name!r} are needed")
-        refined = score >= tier.refine_above[cluster]
-        score = score / np.maximum(thresholds, 1e-9)
-        rows = np.flatnonzero(refined)
-        if len(rows):
-            x2 = np.asarray(refine(rows), dtype=np.float32)
-            if x2.shape != (len(rows), tier.embedder_dim):
-                raise ValueError(f"refine vectors must have shape ({len(rows)}, {tier.embedder_dim}), got {x2.shape}")
-            fine = knn(x2, tier.reference, tier.ood_k)[0]
-            score[rows] = fine / np.maximum(tier.cluster_thresholds[cluster[rows]], 1e-9)
-        return score, score > 1.0, refined
 
     def _mask(
         self, est: Estimates, available: Collection[str] | None
@@ -219,26 +194,17 @@ class Policy:
         self, accuracy: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], knobs: npt.NDArray[np.float64],
         avail: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float64]:
-        def norm(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-            masked_lo = np.where(avail[None, :], values, np.inf).min(axis=1, keepdims=True)
-            masked_hi = np.where(avail[None, :], values, -np.inf).max(axis=1, keepdims=True)
-            span = masked_hi - masked_lo
-            # All candidates equal on a dimension (e.g. equal prices): it cannot separate them.
-            safe = np.where(span > 0, span, 1.0)
-            return np.where(span > 0, (values - masked_lo) / safe, 0.0)
-
         if not avail.any():
             return np.zeros_like(accuracy)
         k = knobs[:, None]
-        if self.artifact.normalisation == "global":
-            acc_span = float(np.ptp(self.overall_accuracy[avail]))
-            cost_span = float(np.ptp(self.overall_cost[avail]))
-            # Equal overall accuracy: no scale to compare with cost, so accuracy counts in its own units; equal
-            # cost: cost cannot separate the models (as with per-query min-max).
-            accuracy = accuracy / (acc_span if acc_span > 1e-9 else 1.0)
-            scaled_cost = cost / cost_span if cost_span > 0 else np.zeros_like(cost)
-            return k * accuracy - (1 - k) * scaled_cost
-        return k * norm(accuracy) - (1 - k) * norm(cost)
+        acc_span = float(np.ptp(self.overall_accuracy[avail]))
+        cost_span = float(np.ptp(self.overall_cost[avail]))
+        # Equal overall accuracy: no scale to compare with cost, so accuracy counts in its own units; equal
+        # cost: cost cannot separate the models.
+        accuracy = accuracy / (acc_span if acc_span > 1e-9 else 1.0)
+        scaled_cost = cost / cost_span if cost_span > 0 else np.zeros_like(cost)
+        out: npt.NDArray[np.float64] = k * accuracy - (1 - k) * scaled_cost
+        return out
 
     def _argmax(
         self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]

@@ -36,7 +36,9 @@ echo "[run] starting the CPU vLLM backend (SmolLM2-135M-Instruct standing in for
 if [ -f var/run/router.pid ] && kill -0 "$(cat var/run/router.pid)" 2>/dev/null; then
   echo "[run] the router is already running (pid $(cat var/run/router.pid))"
 else
-  echo "[run] starting the router on 127.0.0.1:$PORT (log: var/log/router.log)"
+  # The previous run's log (and any traceback in it) is kept as router.log.1, not overwritten.
+  if [ -s var/log/router.log ]; then mv -f var/log/router.log var/log/router.log.1; fi
+  echo "[run] starting the router on 127.0.0.1:$PORT (log: var/log/router.log, the previous one: router.log.1)"
   nohup "$TRIAGE" serve --config config/local.yaml --port "$PORT" >var/log/router.log 2>&1 &
   echo $! >var/run/router.pid
 fi

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.fit import FitConfig, beta_table, domain_cells, fit
+from calibration.fit import FitConfig, fit
+from calibration.table import beta_table, domain_cells
 from tests.calibration.conftest import MODELS, FakeEncoder, synthetic_rows
 
 
@@ -102,8 +103,8 @@ def test_fit_records_the_margin_it_chose_on_validation() -> None:
 def test_validation_objective_is_the_reports_anchored_aiq() -> None:
     """Selection scores a candidate with the AIQ ``triage eval`` reports: the hull starts at the cheapest single
     model. A router stuck at the dear end must not be credited with the dear end's accuracy across the range."""
-    from calibration.fit import quality
     from calibration.metrics import aiq
+    from calibration.selection import quality
 
     # Two models: cheap (cost 1, 60 %) and dear (cost 3, 80 %).
     scores = np.array([[1.0, 1.0]] * 60 + [[0.0, 1.0]] * 20 + [[0.0, 0.0]] * 20)
@@ -202,7 +203,7 @@ def test_two_class_classifier_becomes_a_softmax_pair() -> None:
 
 
 def test_selection_folds_hold_out_every_row_once_and_pool_their_sweeps() -> None:
-    from calibration.fit import validation_masks
+    from calibration.selection import validation_masks
 
     rows = [r for r in synthetic_rows(n_per_domain=150) if r["split"] == "train"]
     ids = [r["id"] for r in rows]
@@ -226,3 +227,36 @@ def test_selection_folds_hold_out_every_row_once_and_pool_their_sweeps() -> None
     # Five folds score each candidate on every row, one slice on a fifth: the objectives differ.
     assert [s["validation_quality"] for s in results[1].selection] != [
         s["validation_quality"] for s in results[5].selection]
+
+
+def test_the_fit_s_artifact_is_the_same_in_memory_and_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``FitResult.to_artifact`` (what leave-one-domain-out routes with) and the directory ``write_artifact``
+    writes and reads back (what the router loads) make the same decisions; the writer's files hold every part."""
+    from calibration.bundle import write_artifact
+    from router.artifact import Artifact
+    from router.policy import Policy
+
+    rows = [r for r in synthetic_rows(n_per_domain=150) if r["split"] == "train"]
+    enc = FakeEncoder()
+    x = enc.encode([r["query"] for r in rows])
+    scores = np.array([[r["scores"][m] for m in MODELS] for r in rows])
+    costs = np.array([[r["cost"][m] for m in MODELS] for r in rows])
+    result = fit([r["id"] for r in rows], x, scores, costs, MODELS, "general", FitConfig(), progress=False,
+                 domains=[r["domain"] for r in rows])
+    assert result.ood_detector is not None and result.domains is not None
+    memory = result.to_artifact(MODELS, "general", enc.name)
+    written = write_artifact(tmp_path / "art", models=MODELS, generalist="general", embedder_name=enc.name,
+                             embedder_dim=enc.dim, fit=result, data_info={"source": "synthetic"},
+                             extra={"ood_quantile": 0.95})
+    assert written.path == (tmp_path / "art").resolve() and written.manifest["data"] == {"source": "synthetic"}
+    again = Artifact.from_dir(tmp_path / "art", embedder_name=enc.name, embedder_dim=enc.dim)
+    for a in (written, again):
+        np.testing.assert_allclose(a.estimate, memory.estimate, atol=1e-6)
+        np.testing.assert_array_equal(a.cliff, memory.cliff)
+        np.testing.assert_array_equal(a.centroids, memory.centroids)
+        assert a.domains is not None and a.ood_detector is not None
+        np.testing.assert_array_equal(a.ood_detector.precision, memory.ood_detector.precision)  # type: ignore[union-attr]
+    queries = enc.encode([r["query"] for r in synthetic_rows(n_per_domain=20)])
+    for knob in (0.0, 0.5, 1.0):
+        ours = [(d.model, d.reason) for d in Policy(memory).decide(queries, knob)]
+        assert ours == [(d.model, d.reason) for d in Policy(again).decide(queries, knob)]

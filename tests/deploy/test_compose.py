@@ -22,7 +22,8 @@ def compose_config(
         pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
     artifact = tmp_path / "artifact"
     artifact.mkdir(exist_ok=True)
-    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TRIAGE_ARTIFACT_DIR": str(artifact), **env}
+    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TRIAGE_ARTIFACT_DIR": str(artifact),
+               "TRIAGE_AUTH__KEYS": '[{"name": "app", "key": "sk-compose-test-0123456789"}]', **env}
     args = [tool, "-f", str(COMPOSE)] + (["--profile", profile] if profile else []) + ["config"]
     return subprocess.run(args, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60)
 
@@ -41,6 +42,16 @@ def test_grafana_password_is_required(tmp_path: Path) -> None:
 
     assert result.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_header_names_both_tools_and_the_password_the_check_needs() -> None:
+    header = COMPOSE.read_text().split("\n\n", 1)[0]
+    check = next(line for line in header.splitlines() if "config" in line and "docker" in line)
+
+    assert "`docker compose`" in header and "`docker-compose`" in header
+    assert "docker compose config" in check and "docker-compose config" in check
+    # the check passes once the password is set (test_compose_file_is_valid) and refuses without it
+    assert "GRAFANA_ADMIN_PASSWORD" in header[header.index(check):]
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(tmp_path: Path) -> None:
@@ -89,7 +100,9 @@ def test_router_config_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
 
-    settings = load_settings(path, environ={})
+    keys = '[{"name": "app", "key": "sk-compose-test-0123456789"}]'
+    settings = load_settings(path, environ={"TRIAGE_AUTH__KEYS": keys})
 
     assert settings.server.host == "0.0.0.0"
+    assert settings.auth.enabled and settings.exposure_problem() is None
     assert settings.embedder.threads == 1 and settings.embedder.backend == "openvino"

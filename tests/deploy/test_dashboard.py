@@ -66,6 +66,68 @@ def test_exprs_use_only_contract_metrics() -> None:
             "triage_circuit_state"} <= used
 
 
+def test_every_panel_shows_its_unit() -> None:
+    # Grafana's "short" (its default) and "none" print bare numbers: a panel says what its numbers count, either with
+    # a unit Grafana prints beside them, or, for states, with value mappings that name every state.
+    for panel in panels():
+        defaults = panel["fieldConfig"]["defaults"]
+        unit = defaults.get("unit", "short")
+        assert unit != "short", f"{panel['title']}: no unit"
+        if unit == "none":
+            names = [option["text"] for mapping in defaults.get("mappings", [])
+                     for option in mapping.get("options", {}).values()]
+            assert names or defaults.get("custom", {}).get("axisLabel"), f"{panel['title']}: bare numbers"
+        if panel["type"] == "timeseries":
+            assert defaults.get("custom", {}).get("axisLabel"), f"{panel['title']}: its axis names no unit"
+
+
+def test_state_panels_name_every_state() -> None:
+    states = {"triage_backend_up": {"0": "down", "1": "up"},
+              "triage_circuit_state": {"0": "closed", "1": "half-open", "2": "open"}}
+    for panel in panels():
+        for metric, expected in states.items():
+            if any(metric in t["expr"] for t in panel["targets"]):
+                mappings = panel["fieldConfig"]["defaults"]["mappings"]
+                named = {value: option["text"] for m in mappings for value, option in m["options"].items()}
+                assert named == expected, panel["title"]
+
+
+def savings_exprs() -> dict[str, str]:
+    wanted = {"Saved over the range (USD)", "Saved share over the range"}
+    return {p["title"]: p["targets"][0]["expr"].replace("$__range", "10m") for p in panels() if p["title"] in wanted}
+
+
+@pytest.mark.parametrize(("case", "spend", "counterfactual", "saved", "share"), [
+    # one price for the whole fleet (RouterDC's seven 7-8B models): nothing saved, and the panels say 0, not -1.8
+    ("equal prices", "0+3x10", "0+3x10", 0.0, 0.0),
+    ("cheaper than the reference", "0+1x10", "0+4x10", 30.0, 0.75),
+    ("dearer than the reference", "0+2x10", "0+1x10", -10.0, -1.0),
+    # nothing priced against the reference (it is not in the pool): no data rather than -Inf
+    ("no counterfactual", "0+2x10", "0+0x10", -20.0, None),
+])
+def test_savings_panels_on_prometheus(case: str, spend: str, counterfactual: str, saved: float, share: float | None,
+                                      tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    exprs = savings_exprs()
+    expected = {"Saved over the range (USD)": saved, "Saved share over the range": share}
+    tests = [{"expr": expr, "eval_time": "10m",
+              "exp_samples": [] if expected[title] is None else [{"labels": "{}", "value": expected[title]}]}
+             for title, expr in exprs.items()]
+    spec = {"tests": [{"interval": "1m", "input_series": [
+        {"series": 'triage_cost_usd_total{backend="a"}', "values": spend},
+        {"series": "triage_counterfactual_cost_usd_total", "values": counterfactual}],
+        "promql_expr_test": tests}]}
+    path = tmp_path / "savings_test.yml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+
+    assert len(exprs) == 2
+    assert result.returncode == 0, case + "\n" + result.stdout + result.stderr
+
+
 def test_labels_are_the_contracts_small_fixed_sets() -> None:
     for expr in exprs():
         for labels in re.findall(r"by \(([^)]*)\)", expr):

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bench.harness.fleet import FakeProcess
+from bench.harness.synthetic import write_synthetic_artifact
 from router.app import create_app
-from router.artifact import Artifact
 from router.backends import BackendError, BackendPool
 from router.embedding import TextEncoder
 from router.metrics import Metrics
@@ -23,7 +23,6 @@ from tests.fakes import FakeBackend
 from tests.server import serve
 
 URLS = ["http://r0.test/v1", "http://r1.test/v1"]
-OUT_OF_DOMAIN = "My order #4412 arrived damaged, how do I get a refund?"
 
 
 def by_host(fakes: dict[str, FakeBackend]) -> httpx.MockTransport:
@@ -143,32 +142,35 @@ async def test_a_replica_killed_mid_run_loses_no_request_and_the_survivor_takes_
             replica.kill()
 
 
-def test_the_sdk_sees_which_replica_answered(artifact: Artifact, embedder: TextEncoder, tmp_path: Path) -> None:
-    backends = [
-        {"name": m, "model": f"served-{i}", "role": "generalist" if m == artifact.generalist else "specialist",
-         **({"replicas": [f"http://{i}-a.backend.test/v1", f"http://{i}-b.backend.test/v1"]}
-            if m == artifact.generalist else {"base_url": f"http://{i}.backend.test/v1"})}
-        for i, m in enumerate(artifact.models)
-    ]
+def test_the_sdk_sees_which_replica_answered(embedder: TextEncoder, tmp_path: Path) -> None:
+    models = ["general", "math", "code"]
+    artifact = write_synthetic_artifact(tmp_path / "artifact", k=4, models=models, n_reference=200)
+    backends = [{"name": m, "model": f"served-{m}", "role": "generalist" if m == "general" else "specialist",
+                 **({"replicas": ["http://general-a.test/v1", "http://general-b.test/v1"]} if m == "general"
+                    else {"base_url": f"http://{m}.test/v1"})} for m in models]
     path = tmp_path / "triage.yaml"
     path.write_text(json.dumps({"artifact": str(artifact.path), "backends": backends,
                                 "health": {"probe_interval_s": 0}}))
     settings = load_settings(path, environ={})
-    g = artifact.models.index(artifact.generalist)
-    fakes = {f"{i}.backend.test": FakeBackend(f"served-{i}") for i in range(len(artifact.models))}
-    fakes[f"{g}-a.backend.test"] = FakeBackend(f"served-{g}", fault="connect")
-    fakes[f"{g}-b.backend.test"] = FakeBackend(f"served-{g}", reply="from replica b")
+    fakes = {f"{m}.test": FakeBackend(f"served-{m}") for m in models}
+    fakes["general-a.test"] = FakeBackend("served-general", fault="connect")
+    fakes["general-b.test"] = FakeBackend("served-general", reply="from replica b")
     registry = CollectorRegistry()
     app = create_app(settings, registry=registry, encoder=embedder, transport_for=lambda _: by_host(fakes))
     with serve(app) as base_url:
         client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
-        for _ in range(2):
+        for stream in (False, True, False):
             raw = client.chat.completions.with_raw_response.create(
-                model="triage", messages=[{"role": "user", "content": OUT_OF_DOMAIN}])
-            assert raw.parse().choices[0].message.content == "from replica b"
-            assert raw.headers["x-triage-backend"] == artifact.generalist
-            assert raw.headers["x-triage-replica"] == "1"
-            assert raw.headers["x-triage-reason"] != "fallback_after_error"  # the model answered
-        ready = httpx.get(base_url + "/ready", timeout=10)
-        assert ready.status_code == 200
-        assert registry.get_sample_value("triage_replica_up", {"backend": artifact.generalist, "replica": "0"}) == 0
+                model="general", messages=[{"role": "user", "content": "hello"}], stream=stream)
+            parsed = raw.parse()
+            if isinstance(parsed, openai.Stream):
+                text = "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+            else:
+                text = parsed.choices[0].message.content or ""
+            assert text.strip() == "from replica b"
+            assert raw.headers["x-triage-backend"] == "general" and raw.headers["x-triage-replica"] == "1"
+            assert raw.headers["x-triage-reason"] == "pinned"  # the model answered: no fallback
+        assert httpx.get(base_url + "/ready", timeout=10).status_code == 200
+        assert len(fakes["general-a.test"].seen) == 1  # suspect after one failure: not tried again
+        assert registry.get_sample_value("triage_replica_up", {"backend": "general", "replica": "0"}) == 0
+        assert registry.get_sample_value("triage_backend_up", {"backend": "general"}) == 1

@@ -1,8 +1,11 @@
-"""Artifact.load: a valid artifact loads; every kind of damage is refused with a clear, path-free message."""
+"""Artifact.from_dir and the constructor: a valid artifact loads; every kind of damage is refused with a clear,
+path-free message."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,13 @@ def write_artifact(
     estimate = estimate or [[0.6, 0.9, 0.5], [0.6, 0.2, 0.5]]
     cost = cost or [1.0, 0.5, 0.1]
     man = {
-        "format_version": 1,
+        "format_version": 5,
         "embedder": {"name": "test-embedder", "dim": DIM, "normalisation": "l2"},
         "k": 2,
         "models": MODELS,
         "generalist": "general",
         "reference_model": "general",
-        "policy": {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2},
+        "policy": {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2, "normalisation": "global"},
     }
     man.update(manifest or {})
     (path / "manifest.json").write_text(json.dumps(man))
@@ -121,6 +124,28 @@ def test_damaged_artifact_refused(tmp_path: Path, damage: Any, message: str) -> 
     assert str(tmp_path) not in str(info.value)  # never leak absolute paths
 
 
+def test_the_constructor_holds_the_invariants_whoever_builds_the_artifact(tmp_path: Path) -> None:
+    """Calibration builds artifacts in memory through the same constructor the reader uses: a bad part is refused
+    there too, and nothing changes an artifact after it is made."""
+    art = Artifact.from_dir(write_artifact(tmp_path / "a"))
+    assert art.path == tmp_path / "a" and art.k == 2 and art.thresholds.tolist() == [0.5, 0.5]
+    with pytest.raises(ArtifactError, match="generalist cannot have a cliff"):
+        replace(art, cliff=np.ones_like(art.cliff))
+    with pytest.raises(ArtifactError, match=r"reference_scores.npy: shape \(4, 2\), expected \(4, 3\)"):
+        replace(art, reference_scores=art.reference_scores[:, :2])
+    with pytest.raises(ArtifactError, match="policy.soft_top must be an integer in"):
+        replace(art, soft_top=3)
+    with pytest.raises(ArtifactError, match="generalist 'nobody' is not one of the models"):
+        replace(art, generalist="nobody")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        art.knn_weight = 0.5  # type: ignore[misc]
+    # In memory, as model selection builds them: no directory, no manifest, nothing out of domain.
+    memory = replace(art, path=None, manifest={}, ood_threshold=np.inf, ood_cluster_thresholds=None)
+    far = np.array([[0, 0, 0, 1]], dtype=np.float32)
+    assert Policy(art).estimate(far).is_ood.tolist() == [True]
+    assert Policy(memory).estimate(far).is_ood.tolist() == [False]
+
+
 def test_nan_in_table_refused(tmp_path: Path) -> None:
     path = write_artifact(tmp_path / "a")
     text = (path / "table.json").read_text().replace('"estimate": 0.9', '"estimate": NaN', 1)
@@ -135,6 +160,13 @@ def test_unknown_format_version_refused(tmp_path: Path) -> None:
         Artifact.load(path)
 
 
+def test_a_retired_format_asks_for_a_new_calibration(tmp_path: Path) -> None:
+    """Formats 1-4 are no longer read (``stale`` makes ``make run`` calibrate again)."""
+    path = write_artifact(tmp_path / "a", manifest={"format_version": 4})
+    with pytest.raises(ArtifactError, match=r"format_version 4 is no longer read \(this router reads 5\): calibrate"):
+        Artifact.from_dir(path)
+
+
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="'nope' not found") as info:
         Artifact.load(tmp_path / "nope")
@@ -143,10 +175,8 @@ def test_missing_directory(tmp_path: Path) -> None:
 
 def add_domain_level(path: Path, *, weight: float = 1.0, coef: np.ndarray | None = None,
                      **spec: Any) -> Path:
-    """Format version 2: two domains, 'alpha' along e2 and 'beta' along e3 (a logistic regression's weights);
+    """The domain level: two domains, 'alpha' along e2 and 'beta' along e3 (a logistic regression's weights);
     'cheap' is best in alpha, 'special' in beta."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
     np.save(path / "domain_coef.npy", coef if coef is not None else
             np.array([[0, 0, 20, 0], [0, 0, 0, 20]], dtype=np.float32))
     body = {"names": ["alpha", "beta"], "weight": weight, "intercept": [0.0, 0.0],
@@ -155,12 +185,12 @@ def add_domain_level(path: Path, *, weight: float = 1.0, coef: np.ndarray | None
     return path
 
 
-def test_domain_level_loads_with_format_version_2(tmp_path: Path) -> None:
+def test_domain_level_loads(tmp_path: Path) -> None:
     art = Artifact.load(add_domain_level(write_artifact(tmp_path / "a")), embedder_dim=DIM)
     assert art.domains is not None and art.domains.names == ["alpha", "beta"] and art.domains.weight == 1.0
     p = art.domains.proba(np.array([[0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32))
     assert p.shape == (2, 2) and p[0, 0] > 0.99 and p[1, 1] > 0.99
-    assert Artifact.load(write_artifact(tmp_path / "b")).domains is None  # version 1: no domain level
+    assert Artifact.load(write_artifact(tmp_path / "b")).domains is None  # optional: no domain level
 
 
 @pytest.mark.parametrize(
@@ -172,10 +202,7 @@ def test_domain_level_loads_with_format_version_2(tmp_path: Path) -> None:
         (lambda p: add_domain_level(p, estimate=[[0.5, 0.4]]), "estimate must be 2 rows of 3 numbers"),
         (lambda p: add_domain_level(p, estimate=[[0.5, 0.4, 1.2], [0.5, 0.4, 0.5]]), "estimate must lie in"),
         (lambda p: add_domain_level(p, intercept=[0.0]), "intercept must be a list of 2"),
-        # A version-1 manifest with domain files: an older router would silently ignore them, so refuse.
-        (lambda p: (add_domain_level(p), (p / "manifest.json").write_text(
-            (p / "manifest.json").read_text().replace('"format_version": 2', '"format_version": 1'))),
-         "need format_version 2"),
+        (lambda p: (add_domain_level(p), (p / "domain_coef.npy").unlink()), "domain_coef.npy is missing"),
         (lambda p: (add_domain_level(p), (p / "domains.json").unlink()), "domains.json is missing"),
     ],
 )
@@ -192,25 +219,22 @@ def assert_damage_refused(tmp_path: Path, damage: Any, message: str) -> None:
 
 
 def test_normalisation_setting_is_checked(tmp_path: Path) -> None:
-    policy = {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2, "normalisation": "global"}
-    with pytest.raises(ArtifactError, match="normalisation needs format_version 2"):
+    policy = {"soft_top": 1, "temperature": 1.0, "knn_weight": 0.0, "knn_k": 2}
+    with pytest.raises(ArtifactError, match="policy.normalisation must be 'global'"):
         Artifact.load(write_artifact(tmp_path / "a", manifest={"policy": policy}))
-    with pytest.raises(ArtifactError, match="must be 'query' or 'global'"):
-        Artifact.load(write_artifact(tmp_path / "b", manifest={"format_version": 2,
-                                                               "policy": {**policy, "normalisation": "rank"}}))
-    assert Artifact.load(write_artifact(tmp_path / "c", manifest={"format_version": 2, "policy": policy})
-                         ).normalisation == "global"
+    with pytest.raises(ArtifactError, match="policy.normalisation must be 'global'"):
+        Artifact.load(write_artifact(tmp_path / "b", manifest={"policy": {**policy, "normalisation": "query"}}))
+    assert Artifact.load(write_artifact(tmp_path / "c")).normalisation == "global"
 
 
-def add_detector(path: Path, *, version: int = 3, means: np.ndarray | None = None, **parts: Any) -> Path:
-    """Format version 3: the domain OOD detector over add_domain_level's two domains (means along e2 and e3)."""
+def add_detector(path: Path, *, means: np.ndarray | None = None, **parts: Any) -> Path:
+    """The domain OOD detector over add_domain_level's two domains (means along e2 and e3), no margin."""
     add_domain_level(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
     np.save(path / "ood_means.npy", means if means is not None else np.eye(DIM)[2:])
     np.save(path / "ood_precision.npy", np.eye(DIM))
     ood = {"method": "domain_mahalanobis_energy", "k_neighbors": 2, "threshold": 1.0,
-           "mahalanobis": {"threshold": 1.0, "center": 0.5}, "energy": {"threshold": -5.0, "center": -10.0}}
+           "mahalanobis": {"threshold": 1.0, "center": 0.5}, "energy": {"threshold": -5.0, "center": -10.0},
+           "margin": {"at_line": 0.0, "from": 0.5}}
     (path / "ood.json").write_text(json.dumps({**ood, **parts}))
     return path
 
@@ -229,29 +253,29 @@ def test_domain_detector_loads_and_scores_in_threshold_units(tmp_path: Path) -> 
 
 
 def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
-    """Format 4: between ``from`` and the line a specialist must beat the generalist's estimated accuracy by a
+    """Between ``from`` and the line a specialist must beat the generalist's estimated accuracy by a
     margin rising to ``at_line``. Both queries lie nearest domain alpha, where 'cheap' is estimated 0.95 and the
     generalist 0.5: one near alpha's mean (score < 0, no margin), one at score 0.6 (margin 0.6 at_line 1.0)."""
     c = np.array([0.8, 0.6])
     x = np.stack([np.zeros(2), np.sqrt(1 - c**2), c, np.zeros(2)], axis=1).astype(np.float32)
     # squared distance to alpha's mean 2 - 2c: (0.4 - 0.5) / 0.5 = -0.2 and (0.8 - 0.5) / 0.5 = 0.6 in threshold
     # units; energy about -20c: (-16 + 10) / 5 = -1.2 and (-12 + 10) / 5 = -0.4
-    steep = Artifact.load(add_detector(write_artifact(tmp_path / "a"), version=4,
+    steep = Artifact.load(add_detector(write_artifact(tmp_path / "a"),
                                        margin={"at_line": 1.0, "from": 0.0}), embedder_dim=DIM)
     first, second = Policy(steep).decide(x, 1.0)
     assert (first.model, first.reason, first.ood_margin) == ("cheap", "best", 0.0)
     assert (second.model, second.reason, second.is_ood) == ("general", "ood_margin", False)
     assert second.ood_margin == pytest.approx(0.6, abs=1e-3) and second.to_dict()["ood_margin"] == second.ood_margin
     # a margin of 0.3 at that score is less than cheap's 0.45 edge: it answers
-    gentle = Artifact.load(add_detector(write_artifact(tmp_path / "b"), version=4,
+    gentle = Artifact.load(add_detector(write_artifact(tmp_path / "b"),
                                         margin={"at_line": 0.5, "from": 0.0}), embedder_dim=DIM)
     assert [d.model for d in Policy(gentle).decide(x, 1.0)] == ["cheap", "cheap"]
     # read from the energy part alone: the second query's energy (-0.4) is below the start, so no margin
-    energy = Artifact.load(add_detector(write_artifact(tmp_path / "e"), version=4,
+    energy = Artifact.load(add_detector(write_artifact(tmp_path / "e"),
                                         margin={"at_line": 1.0, "from": 0.0, "score": "energy"}), embedder_dim=DIM)
     assert energy.ood_detector is not None and energy.ood_detector.margin_score == "energy"
     assert [(d.model, d.ood_margin) for d in Policy(energy).decide(x, 1.0)] == [("cheap", 0.0), ("cheap", 0.0)]
-    # format 3 had no margin: the line alone
+    # margin 0: the line alone
     plain = Artifact.load(add_detector(write_artifact(tmp_path / "c")), embedder_dim=DIM)
     assert plain.ood_detector is not None and plain.ood_detector.margin_at_line == 0.0
     assert Policy(plain).estimate(x).margin is None
@@ -261,13 +285,12 @@ def test_the_ood_margin_makes_the_line_a_slope(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: add_detector(p, version=2), "needs format_version 3"),
-        (lambda p: add_detector(p, version=4), r"margin must be \{at_line, from\[, score\]\} \(format_version 4\)"),
-        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1, "from": 0.5, "score": "min"}),
+        (lambda p: add_detector(p, margin=None), r"margin must be \{at_line, from\[, score\]\}"),
+        (lambda p: add_detector(p, margin={"at_line": 0.1, "from": 0.5, "score": "min"}),
          "margin.score must be 'max' or 'energy'"),
-        (lambda p: add_detector(p, version=4, margin={"at_line": 2.0, "from": 0.5}), "margin.at_line must lie in"),
-        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1, "from": 1.0}), "margin.from in"),
-        (lambda p: add_detector(p, version=4, margin={"at_line": 0.1}), "margin.from must be a finite number"),
+        (lambda p: add_detector(p, margin={"at_line": 2.0, "from": 0.5}), "margin.at_line must lie in"),
+        (lambda p: add_detector(p, margin={"at_line": 0.1, "from": 1.0}), "margin.from in"),
+        (lambda p: add_detector(p, margin={"at_line": 0.1}), "margin.from must be a finite number"),
         (lambda p: add_detector(p, means=np.eye(DIM)[:3]), r"ood_means.npy: shape \(3, 4\), expected \(2, 4\)"),
         (lambda p: add_detector(p, energy={"threshold": -5.0}), "energy.center must be a finite number"),
         (lambda p: add_detector(p, mahalanobis={"threshold": 0.2, "center": 0.5}), "threshold must exceed"),
@@ -285,12 +308,10 @@ def test_damaged_domain_detector_refused(tmp_path: Path, damage: Any, message: s
     assert_damage_refused(tmp_path, damage, message)
 
 
-def add_cells(path: Path, *, version: int = 5, strength: float = 40.0, cells: np.ndarray | None = None) -> Path:
-    """Format version 5: add_domain_level's two domains with per-(domain, cluster) cells. Cluster 0 (along e0)
-    mixes both domains: there, alpha's rows say 'special' and beta's 'cheap', against their domains' rows."""
+def add_cells(path: Path, *, strength: float = 40.0, cells: np.ndarray | None = None) -> Path:
+    """add_domain_level's two domains with per-(domain, cluster) cells. Cluster 0 (along e0) mixes both domains:
+    there, alpha's rows say 'special' and beta's 'cheap', against their domains' rows."""
     add_domain_level(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
     spec = json.loads((path / "domains.json").read_text())
     (path / "domains.json").write_text(json.dumps({**spec, "cells": {"strength": strength}}))
     if cells is None:
@@ -301,7 +322,7 @@ def add_cells(path: Path, *, version: int = 5, strength: float = 40.0, cells: np
 
 
 def test_domain_cells_read_the_querys_domain_within_its_cluster(tmp_path: Path) -> None:
-    """Format 5: two queries in cluster 0, one in each domain. The per-domain rows alone send alpha to 'cheap' and
+    """Two queries in cluster 0, one in each domain. The per-domain rows alone send alpha to 'cheap' and
     beta to 'special'; the cells, measured on each domain's rows of cluster 0, send them the other way."""
     x = np.array([[1, 0, 0.3, 0], [1, 0, 0, 0.3]], dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -320,7 +341,6 @@ def test_domain_cells_read_the_querys_domain_within_its_cluster(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: add_cells(p, version=4), "need format_version 5"),
         (lambda p: add_cells(p, strength=0.0), "cells.strength must be > 0"),
         (lambda p: add_cells(p, cells=np.full((2, 2, 1, 3), 0.5)), r"domain_cells.npy: shape \(2, 2, 1, 3\), "
                                                                   r"expected \(2, 2, 2, 3\)"),
