@@ -49,7 +49,7 @@ def held_pool(held: Held, **pool: float) -> tuple[BackendPool, Metrics]:
     backends = [BackendSettings(name=m, base_url=f"http://{m}.test/v1", model=m, max_concurrency=1,
                                 role="generalist" if m == "g" else "specialist") for m in MODELS]
     metrics = Metrics(CollectorRegistry())
-    settings = PoolSettings(scrape_interval_s=0, **pool)  # type: ignore[arg-type]
+    settings = PoolSettings(scrape_interval_s=0, **pool)
     return BackendPool(backends, HealthSettings(probe_interval_s=0), metrics,
                        lambda _: httpx.MockTransport(held.handle), pool=settings), metrics
 
