@@ -36,9 +36,26 @@ class Reservation:
     tokens: int
 
 
+def _text_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE
+
+
 def prompt_estimate(request: ChatCompletionRequest | CompletionRequest) -> int:
-    messages = len(request.messages) if isinstance(request, ChatCompletionRequest) else 1
-    return math.ceil(request.prompt_chars() / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * messages
+    """Prompt tokens, erring high; token-id prompts are counted exactly."""
+    if isinstance(request, ChatCompletionRequest):
+        return sum(_text_tokens(len(m.text())) for m in request.messages)
+    if isinstance(request.prompt, str):
+        return _text_tokens(len(request.prompt))
+    return sum(_text_tokens(len(p)) if isinstance(p, str) else len(p) if isinstance(p, list) else 1
+               for p in request.prompt)
+
+
+def prompts(request: ChatCompletionRequest | CompletionRequest) -> int:
+    """How many prompts the request generates for: a list of texts (or of token-id lists) is one each."""
+    if isinstance(request, CompletionRequest) and isinstance(request.prompt, list) and request.prompt and not \
+            isinstance(request.prompt[0], int):
+        return len(request.prompt)
+    return 1
 
 
 class Limits:
@@ -60,7 +77,7 @@ class Limits:
             asked, param = request.max_completion_tokens, "max_completion_tokens"
         if asked is not None and asked > cap:
             raise InvalidRequest(f"{param} may be at most {cap}", param=param)
-        tokens = prompt_estimate(request) + (asked or self.settings.default_max_tokens) * choices
+        tokens = prompt_estimate(request) + (asked or self.settings.default_max_tokens) * choices * prompts(request)
         budget = key.tokens_per_minute if key is not None else None
         if budget is not None and asked is not None and tokens > budget:
             raise InvalidRequest(
@@ -99,7 +116,11 @@ class Limits:
         if isinstance(self.state, LocalState):
             self.state.settle_now(reservation.key, reservation.entry, tokens)
             return
-        task = asyncio.get_running_loop().create_task(self._settle(reservation, tokens))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a stream finalised outside it): the reservation expires with the window
+            return
+        task = loop.create_task(self._settle(reservation, tokens))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

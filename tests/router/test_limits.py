@@ -90,6 +90,10 @@ def test_bound_is_prompt_plus_max_tokens_times_choices() -> None:
     completion = CompletionRequest.model_validate({"model": "triage", "prompt": "x" * 30, "best_of": 3,
                                                    "max_tokens": 5})
     assert lim.bound(completion, None) == 10 + 8 + 15
+    texts = CompletionRequest.model_validate({"model": "triage", "prompt": ["x" * 30, "y" * 3], "max_tokens": 5})
+    assert lim.bound(texts, None) == (10 + 8) + (1 + 8) + 2 * 5  # each text is its own completion
+    ids = CompletionRequest.model_validate({"model": "triage", "prompt": [1, 2, 3, 4], "max_tokens": 5})
+    assert lim.bound(ids, None) == 4 + 5  # token ids are counted exactly
 
 
 @pytest.mark.parametrize(("extra", "param"), [
