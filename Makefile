@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 DATA ?= ../shared/data
 
-.PHONY: setup run down test check lint bench
+.PHONY: setup run down test test-fast check lint bench
 
 setup:            ## both environments: .venv (router) and .venv-vllm (CPU backend) + the local model
 	scripts/setup-router.sh
@@ -16,6 +16,9 @@ down:             ## stop everything `make run` started
 
 test: setup       ## the whole test suite (CI runs exactly this)
 	DATA=$(DATA) scripts/test.sh
+
+test-fast: setup  ## the suite without the real vLLM server and the slow tests (a few minutes)
+	DATA=$(DATA) scripts/test.sh -m "not vllm and not slow"
 
 lint:
 	.venv/bin/ruff check router calibration specialists tests bench

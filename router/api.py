@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from router.artifact import ArtifactError
-from router.errors import ErrorResponse, InvalidRequest, NotReady, UnknownModel
-from router.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, ModelList
+from router.errors import ErrorResponse, InvalidRequest, NotReady
+from router.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, ModelCard, ModelList
 from router.service import Triage
 from router.settings import ApiKey
 
@@ -32,16 +32,23 @@ async def get_triage(request: Request) -> Triage:
 TriageDep = Annotated[Triage, Depends(get_triage)]
 
 
-async def client_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
-    return triage.authenticator.check(authorization)
+async def client_key(request: Request, triage: TriageDep) -> ApiKey | None:
+    """The key router.gate.Gate authenticated (before the body was read), now held to its rate limits."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is not None:
+        await triage.limits.admit_request(key)
+    return key
 
 
-async def admin_key(triage: TriageDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey | None:
-    return triage.authenticator.check(authorization, admin=True)
+async def request_id(request: Request) -> str | None:
+    rid: str | None = getattr(request.state, "request_id", None)
+    return rid
 
 
 KeyDep = Annotated[ApiKey | None, Depends(client_key)]
-AdminDep = Annotated[ApiKey | None, Depends(admin_key)]
+# /admin/* is admin-only in router.gate.Gate, before the body is read; this only documents it in the route.
+AdminDep = Annotated[ApiKey | None, Depends(client_key)]
+RequestIdDep = Annotated[str | None, Depends(request_id)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503)
@@ -51,19 +58,21 @@ api = APIRouter()
 
 
 @api.post("/v1/chat/completions", responses=ERRORS)
-async def chat_completions(body: ChatCompletionRequest, triage: TriageDep, key: KeyDep) -> Response:
-    return await triage.complete(body, "chat", key)
+async def chat_completions(body: ChatCompletionRequest, triage: TriageDep, key: KeyDep,
+                           rid: RequestIdDep) -> Response:
+    return await triage.complete(body, "chat", key, rid)
 
 
 @api.post("/v1/completions", responses=ERRORS)
-async def completions(body: CompletionRequest, triage: TriageDep, key: KeyDep) -> Response:
-    return await triage.complete(body, "completion", key)
+async def completions(body: CompletionRequest, triage: TriageDep, key: KeyDep, rid: RequestIdDep) -> Response:
+    return await triage.complete(body, "completion", key, rid)
 
 
 @api.post("/v1/route", responses=ERRORS)
 async def route(
     triage: TriageDep,
     _: KeyDep,
+    rid: RequestIdDep,
     body: Annotated[dict[str, Any], Body(description="a chat or completion request; nothing is generated")],
 ) -> JSONResponse:
     kind = ChatCompletionRequest if "messages" in body or "prompt" not in body else CompletionRequest
@@ -71,15 +80,8 @@ async def route(
         request = kind.model_validate(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    routed = await triage.route(request)
-    backend = triage.pool[routed.backend].settings
-    payload: dict[str, Any] = {
-        "request_id": routed.request_id, "backend": routed.backend, "backend_model": backend.model,
-        "reason": routed.reason, "knob": routed.knob, "cluster": routed.cluster, "ood_score": routed.ood_score,
-        "expected_accuracy": routed.expected_accuracy(), "fallback_chain": routed.chain,
-        "decision": routed.decision.to_dict() if routed.decision else None,
-    }
-    return JSONResponse(payload, headers=routed.headers())
+    routed = await triage.route(request, rid)
+    return JSONResponse(triage.route_payload(routed), headers=routed.headers())
 
 
 @api.get("/v1/models", response_model=ModelList)
@@ -87,10 +89,14 @@ async def models(triage: TriageDep, _: KeyDep) -> ModelList:
     return ModelList(data=triage.models())
 
 
+@api.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
+async def model(model_id: str, triage: TriageDep, _: KeyDep) -> ModelCard:
+    return triage.model(model_id)
+
+
 @api.post("/v1/feedback", responses=ERRORS)
-async def feedback(body: FeedbackRequest, triage: TriageDep, _: KeyDep) -> dict[str, Any]:
-    if not triage.feedback(body.request_id, body.score):
-        raise UnknownModel(f"no recent routed request with id {body.request_id!r}", param="request_id")
+async def feedback(body: FeedbackRequest, triage: TriageDep, key: KeyDep) -> dict[str, Any]:
+    await triage.feedback(body.request_id, body.score, key)
     return {"request_id": body.request_id, "recorded": True}
 
 
@@ -101,12 +107,7 @@ async def health() -> dict[str, str]:
 
 @api.get("/ready", responses=ERRORS)
 async def ready(triage: TriageDep) -> dict[str, Any]:
-    generalist = triage.settings.generalist_name
-    if not triage.pool[generalist].circuit.allows():
-        raise NotReady(f"the generalist {generalist!r} is not reachable")
-    artifact = triage.routing.artifact
-    return {"status": "ready", "artifact": artifact.manifest.get("created_at"), "k": artifact.k,
-            "backends_available": sorted(triage.pool.available())}
+    return triage.ready()
 
 
 @api.get("/metrics")

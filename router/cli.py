@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DELEGATED = {"calibrate": "calibration.cli", "eval": "calibration.cli", "specialists": "specialists.cli"}
+DELEGATED = {"calibrate": "calibration.cli", "eval": "calibration.cli", "specialists": "specialists.cli",
+             "plan": "router.plan"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,9 +55,12 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from router.app import create_app
+    from router.server import config as server_config
     from router.settings import ConfigError, load_settings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every backend call and health probe at INFO: not news (router/backends.py logs changes of state)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides: dict[str, Any] = {}
     if args.host or args.port:
         overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
@@ -65,9 +69,15 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 2
+    problem = settings.exposure_problem()
+    if problem and not settings.auth.allow_unauthenticated:
+        print(f"triage: refusing to start: {problem}. Turn auth on (auth: {{enabled: true, keys: [...]}}), bind "
+              "127.0.0.1, or set auth: {allow_unauthenticated: true} to accept it.", file=sys.stderr)
+        return 2
+    if problem:
+        logging.getLogger("triage").warning("UNAUTHENTICATED: %s (auth.allow_unauthenticated is true)", problem)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=args.log_level,
-                timeout_graceful_shutdown=30)
+    uvicorn.Server(server_config(app, settings.server, args.log_level)).run()
     return 0
 
 
@@ -75,8 +85,7 @@ def route(args: argparse.Namespace) -> int:
     import numpy as np
 
     from router.artifact import Artifact, ArtifactError
-    from router.embedder import EmbedderError, weights_of
-    from router.onnx_embedder import load_encoder
+    from router.embedding import EmbedderError, load_encoder, weights_of
     from router.policy import Policy
     from router.settings import ConfigError, EmbedderSettings, load_settings
 
@@ -97,13 +106,13 @@ def route(args: argparse.Namespace) -> int:
             return 2
     try:
         settings = load_settings(args.config).embedder if args.config else EmbedderSettings()
-        embedder = load_encoder(settings, settings.backend, settings.onnx_path)
+        embedder = load_encoder(settings)
         artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim,
                                  embedder_weights=weights_of(embedder))
         queries = [q for _, q in rows]
         refine = None
         if artifact.refine is not None:  # the server's decider: MiniLM for the close out-of-domain calls
-            refine_encoder = load_encoder(settings, settings.refine_backend, settings.onnx_path)
+            refine_encoder = load_encoder(settings, settings.refine_backend)
             refine = lambda picked: refine_encoder.encode([queries[int(i)] for i in picked])  # noqa: E731
     except (ArtifactError, ConfigError, EmbedderError) as exc:
         print(f"triage route: {exc}", file=sys.stderr)

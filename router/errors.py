@@ -2,12 +2,15 @@
 
     TriageError                     status, type, code; message is safe to show (no paths, no secrets)
     ├── InvalidRequest              400 invalid_request_error
-    │   └── UnknownModel            404 model_not_found
+    │   ├── UnknownModel            404 model_not_found
+    │   └── NotFound                404 not_found (an unknown request id, a route that is off)
     ├── AuthenticationFailed        401 invalid_api_key
     ├── PermissionDenied            403 permission_denied
     ├── RateLimited                 429 rate_limit_exceeded (carries retry_after)
     ├── PayloadTooLarge             413 payload_too_large
     ├── NotReady                    503 service_unavailable
+    ├── NoBackendAvailable          503 no_backend_available (carries retry_after: no eligible backend is up)
+    ├── BackendRateLimited          429 backend_rate_limited (the last backend said 429; its retry-after)
     └── BackendFailed               502 backend_error (every candidate failed, or no byte came back)
 """
 
@@ -61,6 +64,11 @@ class UnknownModel(InvalidRequest):
     code = "model_not_found"
 
 
+class NotFound(InvalidRequest):
+    status = 404
+    code = "not_found"
+
+
 class AuthenticationFailed(TriageError):
     status = 401
     type = "authentication_error"
@@ -88,6 +96,18 @@ class NotReady(TriageError):
     status = 503
     type = "service_unavailable"
     code = "not_ready"
+
+
+class NoBackendAvailable(TriageError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_backend_available"
+
+
+class BackendRateLimited(TriageError):
+    status = 429
+    type = "rate_limit_error"
+    code = "backend_rate_limited"
 
 
 class BackendFailed(TriageError):

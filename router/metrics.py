@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from router.reasons import FALLBACKS
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 UNIT_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -44,7 +46,7 @@ class Metrics:
         self.fallbacks = Counter("triage_fallbacks", "Fallbacks by reason", ["reason"], registry=registry)
         self.ood_refined = Counter("triage_ood_refined", "Decisions whose OOD call the artifact's refine "
                                    "embedder made (a tiered artifact only)", registry=registry)
-        self.backend_up = Gauge("triage_backend_up", "1 if the last probe or call succeeded", ["backend"],
+        self.backend_up = Gauge("triage_backend_up", "1 while some replica is offered to the policy", ["backend"],
                                 registry=registry)
         self.circuit_state = Gauge("triage_circuit_state", "0 closed, 1 half-open, 2 open", ["backend"],
                                    registry=registry)
@@ -54,6 +56,29 @@ class Metrics:
         )
         self.feedback = Counter("triage_feedback", "Feedback calls joined to a decision", ["backend"],
                                 registry=registry)
+        # Replicas: the label is the replica's index in the backend's configured (or discovered, sorted) list.
+        self.replica_up = Gauge("triage_replica_up", "1 while the replica is offered to the policy (neither "
+                                "suspect after a failed call nor open)", ["backend", "replica"], registry=registry)
+        self.replica_in_flight = Gauge("triage_replica_in_flight", "Requests Triage has in flight on the replica",
+                                       ["backend", "replica"], registry=registry)
+        self.replica_requests = Counter(
+            "triage_replica_requests", "Calls to a replica by outcome (ok, client_error, failed, busy)",
+            ["backend", "replica", "outcome"], registry=registry)
+        self.replica_queue_seconds = Gauge(
+            "triage_replica_queue_seconds", "Expected wait for a free slot on the replica (load estimate)",
+            ["backend", "replica"], registry=registry)
+        self.replica_waiting = Gauge("triage_replica_waiting", "Requests queued on the replica (vLLM's "
+                                     "num_requests_waiting, or Triage's beyond max_concurrency)",
+                                     ["backend", "replica"], registry=registry)
+        self.spillover = Counter("triage_spillover", "Requests sent to a less preferred eligible model because "
+                                 "the preferred one's queue was over budget", ["from", "to"], registry=registry)
+        self.accuracy_given_up = Histogram(
+            "triage_spillover_accuracy_given_up", "Expected accuracy of the preferred model minus the one that "
+            "answered, per spill-over", buckets=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=registry)
+        self.admission_waiting = Gauge("triage_admission_waiting", "Requests waiting for room in the pool",
+                                       registry=registry)
+        self.admission_rejected = Counter("triage_admission_rejected", "Requests answered 429 because every "
+                                          "eligible model was over budget", ["reason"], registry=registry)
 
     def declare_backends(self, names: list[str]) -> None:
         """Create each backend's series up front so dashboards show zeros, not gaps."""
@@ -63,10 +88,18 @@ class Metrics:
             self.cost_usd.labels(name)
             for kind in ("prompt", "completion"):
                 self.tokens.labels(name, kind)
-        for reason in ("ood", "ood_margin", "cliff", "backend_error", "circuit_open"):
+        for reason in FALLBACKS:
             self.fallbacks.labels(reason)
         self.counterfactual_cost_usd.inc(0)
 
+    def declare_replicas(self, backend: str, replicas: list[str]) -> None:
+        for replica in replicas:
+            self.replica_up.labels(backend, replica).set(1)
+            self.replica_in_flight.labels(backend, replica).set(0)
+            self.replica_queue_seconds.labels(backend, replica).set(0)
+            self.replica_waiting.labels(backend, replica).set(0)
+        for reason in ("queue_full", "timeout"):
+            self.admission_rejected.labels(reason)
+
     def set_circuit(self, backend: str, state: str) -> None:
         self.circuit_state.labels(backend).set(CIRCUIT_STATES[state])
-        self.backend_up.labels(backend).set(0 if state == "open" else 1)

@@ -111,25 +111,39 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str] = Field(min_length=1)
+    # Text, texts, token ids, or lists of token ids (as OpenAI and vLLM accept); token ids are routed by default.
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
     @field_validator("prompt")
     @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not all(isinstance(p, str) for p in value):
-            raise ValueError("prompt must be a string or a list of strings")
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and isinstance(value[0], int | list):
+            rows = value if isinstance(value[0], list) else [value]
+            if not all(rows) or any(t < 0 for row in rows for t in row):
+                raise ValueError("prompt: token ids must be non-empty lists of non-negative integers")
+            return value
         if not (value if isinstance(value, str) else "".join(value)).strip():
             raise ValueError("prompt is empty")
         return value
 
+    def token_ids(self) -> bool:
+        """The prompt is token ids: there is no text to embed."""
+        return isinstance(self.prompt, list) and not isinstance(self.prompt[0], str)
+
     def routing_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[-1]
+        if isinstance(self.prompt, str):
+            return self.prompt
+        last = self.prompt[-1]
+        return last if isinstance(last, str) else ""
 
     def prompt_chars(self) -> int:
-        return len(self.prompt) if isinstance(self.prompt, str) else sum(len(p) for p in self.prompt)
+        if isinstance(self.prompt, str):
+            return len(self.prompt)
+        # A token id stands for a few characters; count each as one for the size limit.
+        return sum(len(p) if isinstance(p, str | list) else 1 for p in self.prompt)
 
 
 class FeedbackRequest(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,16 +19,28 @@ from urllib.parse import quote
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from router.artifact import Artifact
+from router.admission import SPILLOVER
 from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
 from router.decider import Decider
 from router.decisionlog import DecisionLog
-from router.embedder import weights_of
-from router.errors import BackendFailed, InvalidRequest, TriageError, UnknownModel, sse_error
+from router.errors import (
+    BackendFailed,
+    BackendRateLimited,
+    InvalidRequest,
+    NoBackendAvailable,
+    NotFound,
+    NotReady,
+    TriageError,
+    UnknownModel,
+    sse_error,
+)
+from router.limits import Limits, Reservation, prompt_estimate
 from router.metrics import Metrics
-from router.policy import Decision, Policy
+from router.policy import Decision
 from router.protocol import KNOB_ALIASES, VIRTUAL_MODEL, ChatCompletionRequest, CompletionRequest, ModelCard
+from router.reasons import FALLBACKS, Reason
+from router.routing import Routing
 from router.settings import ApiKey, Settings
 from router.sse import UsageTap
 
@@ -36,14 +49,6 @@ log = logging.getLogger("triage.service")
 Endpoint = Literal["chat", "completion"]
 PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions"}
 AnyRequest = ChatCompletionRequest | CompletionRequest
-
-
-class Routing:
-    """The artifact and the policy built from it: swapped together, atomically, on reload."""
-
-    def __init__(self, artifact: Artifact) -> None:
-        self.artifact = artifact
-        self.policy = Policy(artifact)
 
 
 @dataclass
@@ -60,6 +65,10 @@ class Routed:
     chain: list[str] = field(default_factory=list)
     decision_seconds: float = 0.0
     key: ApiKey | None = None
+    reservation: Reservation | None = None  # the key's tokens held for this request until it ends
+    prompt_estimate: int = 0  # charged, with the tokens relayed, when a stream is dropped before its usage
+    replica: str | None = None  # the index of the backend's replica that answered
+    max_queue_ms: float | None = None  # the request's queue budget (None: the config's pool.max_queue_ms)
 
     def expected_accuracy(self) -> float | None:
         if self.decision is None:
@@ -69,6 +78,8 @@ class Routed:
     def headers(self) -> dict[str, str]:
         headers = {"x-request-id": self.request_id, "x-triage-backend": self.backend,
                    "x-triage-reason": self.reason, "x-triage-cluster": str(self.cluster)}
+        if self.replica is not None:
+            headers["x-triage-replica"] = self.replica
         if self.knob is not None:
             headers["x-triage-knob"] = f"{self.knob:g}"
         if self.ood_score is not None:
@@ -110,6 +121,7 @@ class Triage:
         metrics: Metrics,
         decisions: DecisionLog,
         authenticator: Authenticator,
+        limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.routing = routing
@@ -118,6 +130,7 @@ class Triage:
         self.metrics = metrics
         self.decisions = decisions
         self.authenticator = authenticator
+        self.limits = limits if limits is not None else Limits(settings.limits)
         self.check_routing(routing)
 
     # ---- routing table ---------------------------------------------------------------------------
@@ -134,12 +147,7 @@ class Triage:
 
     def reload(self, path: str | None = None) -> Routing:
         """Validate the new artifact fully, then swap; on any error the current one keeps serving."""
-        artifact = Artifact.load(
-            path or self.settings.artifact, embedder_name=self.decider.name, embedder_dim=self.decider.dim,
-            embedder_weights=weights_of(self.decider.encoder),
-        )
-        self.decider.check(artifact)
-        routing = Routing(artifact)
+        routing = Routing.load(path or self.settings.artifact, self.decider.encoder, self.decider.refine_encoder)
         self.check_routing(routing)
         self.routing = routing
         return routing
@@ -151,9 +159,37 @@ class Triage:
     def models(self) -> list[ModelCard]:
         cards = [ModelCard(id=VIRTUAL_MODEL, knob=self.settings.default_knob)]
         cards += [ModelCard(id=f"{VIRTUAL_MODEL}:{alias}", knob=knob) for alias, knob in KNOB_ALIASES.items()]
-        cards += [ModelCard(id=name, role=b.settings.role, owned_by="triage-backend")
+        generalists = set(self.settings.generalists)
+        cards += [ModelCard(id=name, role="generalist" if name in generalists else b.settings.role,
+                            owned_by="triage-backend")
                   for name, b in self.pool.backends.items()]
         return cards
+
+    def model(self, model_id: str) -> ModelCard:
+        card = next((c for c in self.models() if c.id == model_id), None)
+        if card is None:
+            raise UnknownModel(f"model {model_id!r} does not exist; GET /v1/models lists the models", param="model")
+        return card
+
+    def ready(self) -> dict[str, Any]:
+        """What /ready says: ready while one generalist can answer (out-of-domain queries need one)."""
+        if not any(self.pool[g].circuit.allows() for g in self.settings.generalists if g in self.pool):
+            raise NotReady("no generalist is reachable: " + ", ".join(self.settings.generalists))
+        artifact = self.routing.artifact
+        return {"status": "ready", "artifact": artifact.manifest.get("created_at"), "k": artifact.k,
+                "backends_available": sorted(self.pool.available()),
+                # in_process, redis, or degraded: Redis is configured but down, limits count per replica
+                "shared_state": self.limits.state.status}
+
+    def route_payload(self, routed: Routed) -> dict[str, Any]:
+        """The body of POST /v1/route: the decision and the chain, nothing generated."""
+        return {
+            "request_id": routed.request_id, "backend": routed.backend,
+            "backend_model": self.pool[routed.backend].settings.model, "reason": routed.reason,
+            "knob": routed.knob, "cluster": routed.cluster, "ood_score": routed.ood_score,
+            "expected_accuracy": routed.expected_accuracy(), "fallback_chain": routed.chain,
+            "decision": routed.decision.to_dict() if routed.decision else None,
+        }
 
     # ---- deciding --------------------------------------------------------------------------------
     def _check_limits(self, request: AnyRequest) -> None:
@@ -164,17 +200,21 @@ class Triage:
             raise InvalidRequest(f"the prompt is too long (limit {limits.max_prompt_chars} characters)",
                                  param="messages" if isinstance(request, ChatCompletionRequest) else "prompt")
 
-    async def route(self, request: AnyRequest) -> Routed:
+    async def route(self, request: AnyRequest, request_id: str | None = None) -> Routed:
         self._check_limits(request)
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         model = request.model
         if model in self.pool:
-            return Routed(request_id, backend=model, reason="pinned", chain=[model])
+            return Routed(request_id, backend=model, reason=Reason.PINNED, chain=[model])
         if model != VIRTUAL_MODEL and not model.startswith(VIRTUAL_MODEL + ":"):
             raise UnknownModel(f"model {model!r} does not exist; GET /v1/models lists the models", param="model")
         knob = parse_knob(model, self.settings.default_knob)
         if request.triage is not None and request.triage.knob is not None:
             knob = request.triage.knob
+        if isinstance(request, CompletionRequest) and request.token_ids():
+            # Token ids carry no text to place: the default route, the generalists (never a specialist blind).
+            chain = [g for g in self.settings.generalists if g in self.pool]
+            return Routed(request_id, backend=chain[0], reason=Reason.NO_TEXT, knob=knob, chain=chain)
         text = request.routing_text()
         if not text.strip():
             raise InvalidRequest("nothing to route: the last user message is empty", param="messages")
@@ -191,22 +231,41 @@ class Triage:
         if decision.ood_refined:
             self.metrics.ood_refined.inc()
         chain = self._chain(decision)
-        return Routed(request_id, backend=chain[0], reason=decision.reason, knob=knob, cluster=decision.cluster,
+        reason = decision.reason
+        if reason == Reason.BEST and self._avoided_down(decision, routing):
+            reason = Reason.BACKEND_DOWN
+        return Routed(request_id, backend=chain[0], reason=reason, knob=knob, cluster=decision.cluster,
                       ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)
+
+    @staticmethod
+    def _avoided_down(decision: Decision, routing: Routing) -> bool:
+        """A model that is down now would have beaten the choice (and is not past its cliff here)."""
+        chosen = next((c for c in decision.candidates if c.model == decision.model), None)
+        if chosen is None or decision.cluster < 0:
+            return False
+        models, cliff = routing.artifact.models, routing.artifact.cliff
+        return any(c.excluded_by == "unavailable" and c.utility > chosen.utility + 1e-9
+                   and not cliff[decision.cluster, models.index(c.model)] for c in decision.candidates)
 
     def _chain(self, decision: Decision) -> list[str]:
         """The chosen backend, up to ``retries`` next-best eligible ones, and the generalist last."""
-        generalist = self.settings.generalist_name
         chain = [m for m in [decision.model, *decision.fallbacks()] if m in self.pool]
         chain = list(dict.fromkeys(chain))[: 1 + self.settings.health.retries]
-        if generalist not in chain:
-            chain.append(generalist)
+        # Then the generalists in turn: out-of-domain and cliff decisions never fall back to a specialist.
+        chain += [g for g in self.settings.generalists if g in self.pool and g not in chain]
         return chain
 
     # ---- answering -------------------------------------------------------------------------------
-    async def complete(self, request: AnyRequest, endpoint: Endpoint, key: ApiKey | None = None) -> Response:
-        routed = await self.route(request)
-        routed.key = key
+    async def complete(self, request: AnyRequest, endpoint: Endpoint, key: ApiKey | None = None,
+                       request_id: str | None = None) -> Response:
+        # Admission: the request's whole token bound is reserved before any work, settled in _account.
+        reservation = await self.limits.reserve(key, self.limits.bound(request, key))
+        try:
+            routed = await self.route(request, request_id)
+        except BaseException:
+            self.limits.settle(reservation, 0)
+            raise
+        routed.key, routed.reservation, routed.prompt_estimate = key, reservation, prompt_estimate(request)
         started = time.perf_counter()
         wants_stream = bool(request.stream)
         client_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -225,6 +284,10 @@ class Triage:
         except TriageError:
             self._account(routed, started, None, "backend_error")
             raise
+        # Before the answer leaves: feedback may come through another replica as soon as the client has it.
+        await self.limits.state.remember(routed.request_id, {
+            "backend": routed.backend, "cluster": routed.cluster, "key": routed.key.sha256 if routed.key else None,
+        }, self.settings.state.feedback_window_s)
         if isinstance(result, Stream):
             return StreamingResponse(
                 self._relay(routed, result, started, client_usage),
@@ -232,38 +295,64 @@ class Triage:
                 headers={**routed.headers(), "cache-control": "no-cache"},
             )
         self._account(routed, started, result.get("usage"), "ok")
+        if "model" in result:  # the caller sees the backend Triage chose, not the backend's served model id
+            result["model"] = routed.backend
         return JSONResponse(result, headers=routed.headers())
 
     async def _call(
         self, routed: Routed, path: str, body_for: Any, stream: bool
     ) -> dict[str, Any] | Stream:
         failures: list[str] = []
+        if all(self.pool[name].circuit.state == "open" for name in routed.chain):
+            raise self._none_up(routed.chain)
+        budget = routed.max_queue_ms if routed.max_queue_ms is not None else self.settings.pool.max_queue_ms
+        if budget is not None and routed.decision is not None:  # load-aware: room within the queue budget
+            placement = await self.pool.admission.place(routed.decision, routed.chain, budget)
+            if placement.spilled:
+                routed.chain, routed.backend, routed.reason = placement.chain, placement.chain[0], SPILLOVER
+        last_error: BackendError | None = None
         for position, name in enumerate(routed.chain):
             backend = self.pool[name]
             last = position == len(routed.chain) - 1
             if not backend.circuit.allows() and not last:
-                failures.append(f"backend {name!r} circuit open")
-                self.metrics.fallbacks.labels("circuit_open").inc()
+                failures.append(f"backend {name!r} is down")
                 continue
             try:
                 if stream:
-                    result: dict[str, Any] | Stream = await backend.open_stream(path, body_for(name))
+                    opened = await backend.open_stream(path, body_for(name))
+                    result: dict[str, Any] | Stream = opened
+                    replica = opened.replica
                 else:
-                    result = await backend.post_json(path, body_for(name))
+                    answer = await backend.post_json(path, body_for(name))
+                    result, replica = answer.data, answer.replica
             except BackendError as exc:
                 failures.append(str(exc))
+                last_error = exc
                 log.warning("request %s: %s", routed.request_id, exc)
                 continue
-            if position > 0 or failures:
-                routed.backend, routed.reason = name, "fallback_after_error"
-                self.metrics.fallbacks.labels("backend_error").inc()
+            routed.replica = replica.label
+            if position > 0:
+                errored = bool(last_error)
+                routed.backend = name
+                routed.reason = Reason.FALLBACK_AFTER_ERROR if errored else Reason.BACKEND_DOWN
             return result
+        retry_after = getattr(last_error, "retry_after", None)
+        if getattr(last_error, "status", None) == 429:  # the last backend is busy: say so, with its retry-after
+            raise BackendRateLimited("the backend is over capacity: " + "; ".join(failures),
+                                     headers={"retry-after": str(max(1, math.ceil(retry_after or 1)))})
         raise BackendFailed("no backend could answer: " + "; ".join(failures))
+
+    def _none_up(self, chain: list[str]) -> NoBackendAvailable:
+        seconds = max(1, int(self.settings.health.open_seconds))
+        return NoBackendAvailable(
+            "no backend that may answer this request is up (" + ", ".join(chain) + "): every circuit is open; "
+            f"retry after {seconds} s", headers={"retry-after": str(seconds)})
 
     async def _relay(
         self, routed: Routed, stream: Stream, started: float, client_usage: bool
     ) -> AsyncIterator[bytes]:
-        tap = UsageTap(forward_usage_chunk=client_usage)
+        served = self.pool[routed.backend].settings.model
+        tap = UsageTap(forward_usage_chunk=client_usage, model=(served, routed.backend))
         outcome, accounted = "ok", False
 
         def finish(result: str) -> None:
@@ -294,14 +383,16 @@ class Triage:
             raise
         except Exception:
             log.warning("request %s: backend %s failed mid-stream", routed.request_id, routed.backend)
-            self.pool[routed.backend].circuit.record_failure()
+            stream.replica.circuit.record_failure()
             if not accounted:
                 finish("backend_error")
             yield sse_error(BackendFailed(f"backend {routed.backend!r} failed mid-stream"))
         finally:
             await stream.aclose()
             if not accounted:
-                self._account(routed, started, tap.usage, outcome)
+                # A dropped stream is charged what it already relayed: the prompt and the tokens sent.
+                usage = tap.usage or (tap.relayed_usage(routed.prompt_estimate) if outcome == "cancelled" else None)
+                self._account(routed, started, usage, outcome)
 
     # ---- accounting ------------------------------------------------------------------------------
     def _account(self, routed: Routed, started: float, usage: dict[str, Any] | None, outcome: str) -> None:
@@ -312,16 +403,15 @@ class Triage:
         metrics.request_seconds.labels(backend).observe(seconds)
         if routed.ood_score is not None:
             metrics.ood_score.observe(routed.ood_score)
-        fallback = {"ood_fallback": "ood", "ood_margin": "ood_margin", "cliff": "cliff"}.get(routed.reason)
-        if fallback is not None:
-            metrics.fallbacks.labels(fallback).inc()
+        if routed.reason in FALLBACKS:
+            metrics.fallbacks.labels(routed.reason).inc()
         accuracy = routed.expected_accuracy()
         if accuracy is not None:
             metrics.expected_accuracy.labels(backend).observe(accuracy)
         prompt = int((usage or {}).get("prompt_tokens") or 0)
         completion = int((usage or {}).get("completion_tokens") or 0)
         cost = self.pool[backend].settings.price_per_mtok.cost(prompt, completion)
-        self.authenticator.spend_tokens(routed.key, prompt + completion)
+        self.limits.settle(routed.reservation, prompt + completion)
         if usage:
             metrics.tokens.labels(backend, "prompt").inc(prompt)
             metrics.tokens.labels(backend, "completion").inc(completion)
@@ -334,15 +424,24 @@ class Triage:
             "request_id": routed.request_id, "time": time.time(), "backend": backend, "cluster": routed.cluster,
             "knob": routed.knob, "ood_score": routed.ood_score, "reason": routed.reason, "outcome": outcome,
             "expected_accuracy": accuracy, "prompt_tokens": prompt, "completion_tokens": completion,
-            "cost_usd": cost, "latency_s": round(seconds, 6),
+            "cost_usd": cost, "latency_s": round(seconds, 6), "key": routed.key.name if routed.key else None,
         })
 
-    def feedback(self, request_id: str, score: float) -> bool:
-        known = self.decisions.lookup(request_id)
-        if known is None:
-            return False
-        backend, _cluster = known
+    async def feedback(self, request_id: str, score: float, key: ApiKey | None) -> None:
+        """Records a score for a request this key made (or any, with the admin key), once, within the window.
+        Another key's request id is answered like an unknown one: ids are not confirmed to other keys."""
+        record = await self.limits.state.recall(request_id)
+        owner = record.get("key") if record is not None else None
+        if record is None or (key is not None and not key.admin and owner != key.sha256):
+            window = self.settings.state.feedback_window_s
+            raise NotFound(f"no request with id {request_id!r} made with this key in the last {window:g} s",
+                           param="request_id")
+        backend, cluster = str(record["backend"]), int(record["cluster"])
+        now = time.time()
+        claim = {"score": score, "time": now, "key": key.name if key else None}
+        if not await self.limits.state.claim_feedback(request_id, claim, self.settings.state.feedback_window_s):
+            raise InvalidRequest(f"feedback for request {request_id!r} was already recorded", param="request_id")
         self.metrics.feedback_score.labels(backend).observe(score)
         self.metrics.feedback.labels(backend).inc()
-        self.decisions.feedback(request_id, score, time.time())
-        return True
+        self.decisions.feedback(request_id, score, now, backend=backend, cluster=cluster,
+                                key=key.name if key else None)

