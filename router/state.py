@@ -209,7 +209,8 @@ class RedisState(SharedState):
         self._settle = self.client.register_script(_SETTLE)
 
     def _limit_keys(self, key: str) -> list[str]:
-        base = f"{self.prefix}limit:{key}"
+        # One hash tag per API key: its three keys land in one Redis Cluster slot, as a script needs.
+        base = f"{self.prefix}limit:{{{key}}}"
         return [base + ":requests", base + ":token-times", base + ":tokens"]
 
     async def admit(self, key: str, requests_per_minute: int | None, tokens_per_minute: int | None, tokens: int,
