@@ -53,23 +53,31 @@ class Admission:
         self.metrics = metrics
         self.waiting = 0
 
-    def _first_within(self, names: Sequence[str], budget_s: float) -> str | None:
+    def _first_within(self, names: Sequence[str], budget_s: float) -> tuple[str | None, list[str]]:
+        """(the first model up with room within the budget, the models up looked at on the way)."""
+        up = []
         for name in names:
-            backend = self.pool[name]
-            if backend.circuit.allows() and backend.queue_seconds() <= budget_s:
-                return name
-        return None
+            wait = self.pool[name].room()
+            if wait is None:
+                continue
+            up.append(name)
+            if wait <= budget_s:
+                return name, up
+        return None, up
 
     async def place(self, decision: Decision, chain: list[str], budget_ms: float) -> Placement:
         """The chain to try, its first model the best one within budget; waits for room (bounded) or raises
         ``RateLimited`` (429, retry-after)."""
-        names = [n for n in candidates(decision, chain) if n in self.pool]
-        up = [n for n in names if self.pool[n].circuit.allows()]
-        if not up:  # nothing to wait for: the caller's chain says what failed
-            return Placement(chain, chain[0])
         budget_s = budget_ms / 1000
+        first = self.pool[chain[0]].room()
+        if first is not None and first <= budget_s:  # the common case: room at the policy's choice
+            return Placement(chain, chain[0])
+        names = [n for n in candidates(decision, chain) if n in self.pool]
+        target, up = self._first_within(names, budget_s)
+        if not up:  # nothing is up to wait for: the caller's chain says what failed
+            return Placement(chain, chain[0])
         deadline = time.monotonic() + self.settings.queue_timeout_s
-        while (target := self._first_within(up, budget_s)) is None:
+        while target is None:
             remaining = deadline - time.monotonic()
             if self.waiting >= self.settings.queue_size or remaining <= 0:
                 self._refuse("queue_full" if remaining > 0 else "timeout", up)
@@ -80,6 +88,9 @@ class Admission:
             finally:
                 self.waiting -= 1
                 self.metrics.admission_waiting.set(self.waiting)
+            target, up = self._first_within(names, budget_s)
+            if not up:
+                return Placement(chain, chain[0])
         preferred = up[0]
         if target == preferred:
             return Placement(chain, preferred)

@@ -317,16 +317,20 @@ class Backend:
         return self.settings.name
 
     def queue_seconds(self) -> float:
-        """The expected wait on the replica a request would be sent to now."""
-        replica = self.pick(advance=False)
-        return replica.queue_seconds() if replica is not None else math.inf
+        """The expected wait on the least loaded replica the circuits allow (on any, when none is allowed)."""
+        wait = self.room()
+        return wait if wait is not None else min((r.queue_seconds() for r in self.replicas), default=math.inf)
 
-    def pick(self, tried: Collection[Replica] = (), advance: bool = True) -> Replica | None:
+    def room(self) -> float | None:
+        """The expected wait on the least loaded replica the circuits allow; None when none is allowed."""
+        waits = [r.queue_seconds() for r in self.replicas if r.circuit.allows()]
+        return min(waits) if waits else None
+
+    def pick(self, tried: Collection[Replica] = ()) -> Replica | None:
         """The untried replica with the fewest requests outstanding among those the circuits allow, ties taken
         in turn; when none is allowed and none tried yet, the least busy of all (the caller chose this model)."""
         n = len(self.replicas)
-        if advance:
-            self._turn = (self._turn + 1) % max(n, 1)
+        self._turn = (self._turn + 1) % max(n, 1)
         order = sorted(range(n), key=lambda i: (self.replicas[i].outstanding(), (i - self._turn) % n))
         candidates = [self.replicas[i] for i in order if self.replicas[i] not in tried]
         allowed = [r for r in candidates if r.circuit.allows()]
