@@ -1,4 +1,8 @@
-"""Embedding cache on disk, keyed by embedder name and sha256 of the text.
+"""Calibration's encoders and their embedding cache on disk, keyed by embedder name and sha256 of the text.
+
+``encoder_settings(kind, ...)`` says which router encoder a ``--embedder`` choice means; the encoder itself comes
+from the router's one factory (``router.embedding.load_encoder``), so calibration embeds exactly as the router
+does (the same window cut included).
 
 Calibration, evaluation and leave-one-domain-out all embed the same queries; embedding 20k queries takes
 minutes on two cores, so each vector is computed once per embedder and kept in one ``.npz`` per embedder.
@@ -19,7 +23,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from router.settings import EmbedderSettings
+
 Vectors = npt.NDArray[np.float32]
+# ``--embedder`` choices: the router's backends, and int8 (the onnx backend on the dynamic-int8 export).
+KINDS = ("minilm", "openvino", "int8", "static")
 
 
 class Encoder(Protocol):
@@ -27,6 +35,27 @@ class Encoder(Protocol):
     dim: int
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> Vectors: ...
+
+
+def encoder_settings(kind: str, threads: int, onnx_model: Path, int8_model: Path,
+                     static_model: Path) -> EmbedderSettings:
+    """The router's embedder settings for a ``--embedder`` choice (``KINDS``)."""
+    from router.embedding import EmbedderError
+    from router.embedding.onnx import read_meta
+
+    if kind == "minilm":
+        return EmbedderSettings(backend="torch", threads=threads)
+    if kind == "openvino":
+        return EmbedderSettings(backend="openvino", onnx_path=str(onnx_model), threads=threads)
+    if kind == "int8":
+        meta = read_meta(int8_model)
+        if meta is None:
+            raise EmbedderError(f"no int8 ONNX model in {int8_model.name!r} "
+                                "(run: python -m router.embedding_tools.export --int8-out DIR)")
+        return EmbedderSettings(backend="onnx", name=str(meta["name"]), onnx_path=str(int8_model), threads=threads)
+    if kind == "static":
+        return EmbedderSettings(backend="static", static_path=str(static_model), threads=threads)
+    raise EmbedderError(f"unknown embedder {kind!r} (choose from {', '.join(KINDS)})")
 
 
 def default_cache_dir() -> Path:

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from router.decider import Decider
-from router.embedder import Embedder
+from router.embedding import char_bound
+from router.embedding.torch import Embedder
 from router.settings import EmbedderSettings
 
 
 class CountingEncoder:
-    name, dim = "counting", 4
+    name, dim, max_tokens = "counting", 4, 8  # reads char_bound(8) = 128 characters of a text
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -114,3 +115,31 @@ async def test_every_batch_runs_on_the_deciders_own_thread_and_stop_releases_it(
     await decider.stop()
     await asyncio.sleep(0.05)
     assert not any(t.name == name for t in threading.enumerate())
+
+
+async def test_a_long_text_is_cut_to_the_encoders_window_before_it_and_the_cache_keeps_digests() -> None:
+    encoder, policy = CountingEncoder(), EchoPolicy()
+    decider = Decider(encoder, EmbedderSettings(max_batch=64))
+    await decider.start()
+    head = "y" * char_bound(encoder.max_tokens)
+    first = await decider.decide(head + " one ending" * 20_000, policy, 0.5)  # type: ignore[arg-type]
+    second = await decider.decide(head + " another", policy, 0.5)  # type: ignore[arg-type]
+    # The encoder never saw more than its window's bound, and both texts read the same: one model call.
+    assert encoder.batches == [[head]] and first[0] == second[0] == len(head)  # type: ignore[index]
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in decider._cache)
+    await decider.stop()
+
+
+def test_the_benign_load_report_is_dropped_and_any_other_kept(embedder: Embedder,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from router.embedding.torch import REPORT_LOGGERS, quiet_model_loads
+
+    quiet_model_loads()
+    table = "BertModel LOAD REPORT from: x\nKey | Status |  |\n---+---\n{} | {} |  |\n\nNotes:"
+    log = logging.getLogger(REPORT_LOGGERS[0])
+    with caplog.at_level("WARNING", logger=REPORT_LOGGERS[0]):
+        log.warning(table.format("embeddings.position_ids", "UNEXPECTED"))
+        log.warning(table.format("encoder.layer.0.attention.self.query.weight", "MISSING"))
+    assert "position_ids" not in caplog.text and "query.weight | MISSING" in caplog.text

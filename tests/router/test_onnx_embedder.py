@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from router.artifact import Artifact
-from router.embedder import Embedder, EmbedderError, weights_of
-from router.onnx_embedder import OnnxEmbedder, load_encoder
-from router.onnx_export import META_FILE, MODEL_FILE, export
+from router.embedding import EmbedderError, load_encoder, weights_of
+from router.embedding.onnx import META_FILE, MODEL_FILE, OnnxEmbedder
+from router.embedding.torch import Embedder
+from router.embedding_tools.export import export
 from router.settings import EmbedderSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def onnx_embedder(onnx_dir: Path) -> OnnxEmbedder:
-    return OnnxEmbedder(onnx_dir)
+    return OnnxEmbedder(EmbedderSettings(onnx_path=str(onnx_dir)))
 
 
 def test_vectors_match_the_torch_embedder_on_real_routing_queries(
@@ -57,7 +58,7 @@ def test_empty_text_and_empty_list(onnx_embedder: OnnxEmbedder, embedder: Embedd
 def test_long_texts_are_truncated_to_max_seq_length_like_sentence_transformers(
     onnx_embedder: OnnxEmbedder, embedder: Embedder
 ) -> None:
-    assert onnx_embedder.max_seq_length == embedder._model.max_seq_length == 256
+    assert onnx_embedder.max_tokens == embedder.max_tokens == 256
     head = " ".join(f"word{i % 10}" for i in range(400))  # far more than 256 tokens
     long_a, long_b = head + " apples and pears", head + " an entirely different ending"
     vectors = onnx_embedder.encode([long_a, long_b])
@@ -66,19 +67,21 @@ def test_long_texts_are_truncated_to_max_seq_length_like_sentence_transformers(
 
 
 def test_a_missing_model_dir_says_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(EmbedderError, match="no ONNX embedding model in 'absent'.*router.onnx_export"):
-        OnnxEmbedder(tmp_path / "absent")
+    with pytest.raises(EmbedderError, match="no ONNX embedding model in 'absent'.*router.embedding_tools.export"):
+        OnnxEmbedder(EmbedderSettings(onnx_path=str(tmp_path / "absent")))
 
 
 def test_an_export_of_another_model_is_refused_under_this_name(onnx_dir: Path) -> None:
     with pytest.raises(EmbedderError, match="is 'all-MiniLM-L6-v2', not 'other-model'"):
-        OnnxEmbedder(onnx_dir, EmbedderSettings(name="other-model"))
+        OnnxEmbedder(EmbedderSettings(name="other-model", onnx_path=str(onnx_dir)))
 
 
 def test_load_encoder_picks_the_backend(onnx_dir: Path) -> None:
-    assert isinstance(load_encoder(EmbedderSettings(), "onnx", onnx_dir), OnnxEmbedder)
-    with pytest.raises(EmbedderError, match="needs an exported model directory"):
-        load_encoder(EmbedderSettings(), "onnx", None)
+    assert isinstance(load_encoder(EmbedderSettings(backend="onnx", onnx_path=str(onnx_dir))), OnnxEmbedder)
+    with pytest.raises(EmbedderError, match="onnx embedder backend needs onnx_path"):
+        load_encoder(EmbedderSettings(), "onnx")
+    with pytest.raises(EmbedderError, match="unknown embedder backend 'tpu'"):
+        load_encoder(EmbedderSettings(), "tpu")
 
 
 def test_an_export_of_the_same_weights_is_reused(onnx_dir: Path) -> None:
@@ -92,8 +95,10 @@ def test_an_export_of_the_same_weights_is_reused(onnx_dir: Path) -> None:
 def test_the_onnx_embedder_runs_without_torch(onnx_dir: Path) -> None:
     script = (
         "import sys\n"
-        "from router.onnx_embedder import OnnxEmbedder\n"
-        f"vectors = OnnxEmbedder({str(onnx_dir)!r}).encode(['What is 2 + 2?'])\n"
+        "from router.embedding import load_encoder\n"
+        "from router.settings import EmbedderSettings\n"
+        f"settings = EmbedderSettings(backend='onnx', onnx_path={str(onnx_dir)!r})\n"
+        "vectors = load_encoder(settings).encode(['What is 2 + 2?'])\n"
         "assert vectors.shape == (1, 384), vectors.shape\n"
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules\n"
     )
@@ -129,7 +134,7 @@ def test_the_server_on_the_onnx_backend_decides_as_on_torch(
 def test_the_int8_copy_carries_its_own_name_and_stays_close_to_the_fp32_vectors(
     onnx_dir: Path, onnx_embedder: OnnxEmbedder, routing_queries: list[str], tmp_path: Path
 ) -> None:
-    from router.onnx_export import quantize
+    from router.embedding_tools.export import quantize
 
     int8_dir = quantize(onnx_dir, tmp_path / "int8")
     meta = json.loads((int8_dir / META_FILE).read_text())
@@ -137,8 +142,9 @@ def test_the_int8_copy_carries_its_own_name_and_stays_close_to_the_fp32_vectors(
         (onnx_dir / META_FILE).read_text())["onnx_sha256"]
     assert (int8_dir / MODEL_FILE).stat().st_size < (onnx_dir / MODEL_FILE).stat().st_size / 3
     with pytest.raises(EmbedderError, match="is 'all-MiniLM-L6-v2-int8', not 'all-MiniLM-L6-v2'"):
-        OnnxEmbedder(int8_dir)  # its vectors are not MiniLM's: an fp32 artifact must not accept it
-    int8 = OnnxEmbedder(int8_dir, EmbedderSettings(name=meta["name"]))
+        # Its vectors are not MiniLM's: an fp32 artifact must not accept it.
+        OnnxEmbedder(EmbedderSettings(onnx_path=str(int8_dir)))
+    int8 = OnnxEmbedder(EmbedderSettings(name=meta["name"], onnx_path=str(int8_dir)))
     cosine = (int8.encode(routing_queries) * onnx_embedder.encode(routing_queries)).sum(axis=1)
     # Per-channel weight scales; measured: median 0.993, min 0.967 (per tensor it was median 0.95, min 0.86).
     assert np.median(cosine) > 0.98 and cosine.min() > 0.9

@@ -12,9 +12,9 @@ import pytest
 from calibration.embeddings import EmbeddingCache
 from router.app import create_app
 from router.artifact import Artifact
-from router.embedder import Embedder, EmbedderError
-from router.onnx_embedder import load_encoder
-from router.openvino_embedder import OpenVinoEmbedder
+from router.embedding import EmbedderError, load_encoder
+from router.embedding.openvino import OpenVinoEmbedder
+from router.embedding.torch import Embedder
 from router.settings import EmbedderSettings
 from tests.fakes import FakeBackend, fleet_config
 from tests.server import routed_headers, serve
@@ -22,7 +22,7 @@ from tests.server import routed_headers, serve
 
 @pytest.fixture(scope="module")
 def openvino(onnx_dir: Path) -> OpenVinoEmbedder:
-    return OpenVinoEmbedder(onnx_dir)
+    return OpenVinoEmbedder(EmbedderSettings(onnx_path=str(onnx_dir)))
 
 
 def test_bf16_vectors_stay_within_cosine_1e4_of_the_torch_ones(
@@ -41,7 +41,7 @@ def test_bf16_vectors_stay_within_cosine_1e4_of_the_torch_ones(
 
 def test_f32_precision_gives_the_torch_vectors(onnx_dir: Path, embedder: Embedder,
                                                 routing_queries: list[str]) -> None:
-    f32 = OpenVinoEmbedder(onnx_dir, EmbedderSettings(precision="f32"))
+    f32 = OpenVinoEmbedder(EmbedderSettings(precision="f32", onnx_path=str(onnx_dir)))
     assert f32.precision == "f32"
     assert float(np.abs(f32.encode(routing_queries) - embedder.encode(routing_queries)).max()) < 1e-4
 
@@ -61,10 +61,10 @@ def test_padding_to_32_tokens_and_batching_leave_the_vectors_alone(
 
 def test_another_models_export_is_refused_and_load_encoder_picks_openvino(onnx_dir: Path) -> None:
     with pytest.raises(EmbedderError, match="is 'all-MiniLM-L6-v2', not 'other-model'"):
-        OpenVinoEmbedder(onnx_dir, EmbedderSettings(name="other-model"))
-    assert isinstance(load_encoder(EmbedderSettings(), "openvino", onnx_dir), OpenVinoEmbedder)
-    with pytest.raises(EmbedderError, match="openvino embedder backend needs an exported model directory"):
-        load_encoder(EmbedderSettings(), "openvino", None)
+        OpenVinoEmbedder(EmbedderSettings(name="other-model", onnx_path=str(onnx_dir)))
+    assert isinstance(load_encoder(EmbedderSettings(onnx_path=str(onnx_dir)), "openvino"), OpenVinoEmbedder)
+    with pytest.raises(EmbedderError, match="openvino embedder backend needs onnx_path"):
+        load_encoder(EmbedderSettings(backend="openvino"))
 
 
 def test_calibrations_cache_keeps_its_vectors_apart_from_the_float32_ones(
@@ -100,7 +100,7 @@ def test_the_server_on_openvino_routes_as_triage_route_with_its_config(
                      for o in map(json.loads, (tmp_path / f"{name}.jsonl").read_text().splitlines())]
     assert out["openvino"] == served
     # bf16 moves a vector by < 1e-4 in cosine: a decision can flip only where two backends nearly tie. On this
-    # artifact 1 of these 60 did; on every shared dataset's test rows 99.6-100 % agree (bench.decision_agreement).
+    # artifact 1 of these 60 did; on every shared dataset's test rows 99.6-100 % agree.
     same = sum(t == o for t, o in zip(out["torch"], served, strict=True))
     assert same >= 0.95 * len(served), (same, len(served))
 
@@ -125,7 +125,7 @@ def test_a_cpu_without_bfloat16_runs_f32_and_says_so(
 
     monkeypatch.setattr(ov.Core, "compile_model", lambda core, *a, **kw: WithoutBf16(compile_model(core, *a, **kw)))
     with caplog.at_level("WARNING", logger="triage"):
-        embedder = OpenVinoEmbedder(onnx_dir)
+        embedder = OpenVinoEmbedder(EmbedderSettings(onnx_path=str(onnx_dir)))
     assert embedder.precision == "f32" and embedder.variant == "openvino-f32"
     assert "no bfloat16 matrix support" in caplog.text and "embedder.backend: onnx" in caplog.text
     assert embedder.encode(["What is 2 + 2?"]).shape == (1, 384)

@@ -16,9 +16,12 @@ import pytest
 
 from router.app import create_app
 from router.artifact import Artifact, ArtifactError
-from router.embedder import Embedder, EmbedderError
+from router.embedding import EmbedderError
+from router.embedding.static import StaticEmbedder
+from router.embedding.torch import Embedder
+from router.embedding_tools.distil import distil
 from router.policy import Policy
-from router.static_embedder import StaticEmbedder, distil
+from router.settings import EmbedderSettings
 from tests.conftest import GENERALIST, REPO, routerdc_train_subset
 from tests.fakes import FakeBackend, fleet_config
 from tests.server import routed_headers, serve
@@ -42,7 +45,7 @@ def static_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def static(static_dir: Path) -> StaticEmbedder:
-    return StaticEmbedder(static_dir)
+    return StaticEmbedder(EmbedderSettings(static_path=str(static_dir)))
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +79,8 @@ def test_the_distilled_model_gives_its_own_unit_vectors(static: StaticEmbedder) 
 
 
 def test_a_directory_without_a_distilled_model_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(EmbedderError, match="python -m router.static_embedder"):
-        StaticEmbedder(tmp_path)
+    with pytest.raises(EmbedderError, match="python -m router.embedding_tools.distil"):
+        StaticEmbedder(EmbedderSettings(static_path=str(tmp_path)))
 
 
 def test_only_close_calls_are_refined_and_minilm_makes_them(

@@ -1,6 +1,6 @@
-"""Set-up step: export the packaged all-MiniLM-L6-v2 to ONNX for ``router.onnx_embedder.OnnxEmbedder``.
+"""Set-up step: export the packaged all-MiniLM-L6-v2 to ONNX for ``router.embedding.onnx.OnnxEmbedder``.
 
-    .venv/bin/python -m router.onnx_export --out models/minilm-onnx
+    .venv/bin/python -m router.embedding_tools.export --out models/minilm-onnx [--int8-out models/minilm-onnx-int8]
 
 The graph is the whole sentence-transformers pipeline (transformer, mean pooling over the attention mask,
 L2 normalisation), exported with torch's TorchScript exporter (``dynamo=False``, opset 17), so the router
@@ -16,21 +16,24 @@ that differs by more than ``MAX_ABS_DIFF`` is refused. torch is needed here only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from router.embedder import EmbedderError, default_model_path
+from router.embedding.base import EmbedderError, default_model_path
+from router.embedding.onnx import FORMAT, META_FILE, MODEL_FILE, OnnxEmbedder, read_meta
+from router.embedding.torch import load_sentence_transformer
+from router.settings import EmbedderSettings
 
-FORMAT = 1
-MODEL_FILE = "model.onnx"
-META_FILE = "export.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
@@ -48,17 +51,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_meta(out_dir: Path) -> dict[str, Any] | None:
-    """The export's ``export.json``, or None when the directory is not a complete export."""
-    try:
-        meta: dict[str, Any] = json.loads((out_dir / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if meta.get("format") != FORMAT or not (out_dir / MODEL_FILE).is_file():
-        return None
-    return meta
 
 
 def export(out_dir: str | Path, source: str | Path | None = None, name: str = "all-MiniLM-L6-v2",
@@ -87,10 +79,9 @@ def export(out_dir: str | Path, source: str | Path | None = None, name: str = "a
 def _write(work: Path, source: Path, name: str, source_sha: str) -> None:
     import numpy as np
     import torch
-    from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
-    reference: Any = SentenceTransformer(str(source), device="cpu", local_files_only=True)
+    reference: Any = load_sentence_transformer(source)
     if reference.max_seq_length is None:
         raise EmbedderError(f"{source.name!r} does not set max_seq_length")
     max_seq_length = int(reference.max_seq_length)
@@ -146,11 +137,8 @@ def _write(work: Path, source: Path, name: str, source_sha: str) -> None:
     }
     (work / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
-    from router.onnx_embedder import OnnxEmbedder
-    from router.settings import EmbedderSettings
-
     expected = reference.encode(list(CHECK_SENTENCES), normalize_embeddings=True, convert_to_numpy=True)
-    got = OnnxEmbedder(work, EmbedderSettings(name=name)).encode(list(CHECK_SENTENCES))
+    got = OnnxEmbedder(EmbedderSettings(name=name, onnx_path=str(work))).encode(list(CHECK_SENTENCES))
     diff = float(np.abs(got - expected).max())
     if diff > MAX_ABS_DIFF:
         raise EmbedderError(f"the ONNX export differs from sentence-transformers by {diff:.2e} (> {MAX_ABS_DIFF})")
@@ -160,6 +148,10 @@ def _write(work: Path, source: Path, name: str, source_sha: str) -> None:
 
 
 INT8_SUFFIX = "-int8"
+PROG = "python -m router.embedding_tools.export"
+# onnxruntime's quantiser advises shape inference first, on every run, through the root logger. It concerns
+# models whose shapes it cannot infer; this graph's are inferred, and the cosine check below guards the result.
+PREPROCESS_ADVICE = "Please consider to run pre-processing before quantization"
 # Per-channel weight scales: mean cosine to fp32 0.991 on real routing queries, against 0.934 per tensor.
 QUANTIZATION = "onnxruntime quantize_dynamic, QInt8, per-channel"
 MIN_INT8_COSINE = 0.9  # a quantised model further than this from its source on the check sentences is refused
@@ -168,14 +160,13 @@ MIN_INT8_COSINE = 0.9  # a quantised model further than this from its source on 
 def quantize(source_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     """Dynamic int8 quantisation (onnxruntime, per-channel weights) of an export: ~2.5x faster per query on one
     core, but its vectors drift (cosine ~0.99 to the fp32 ones), so it carries its own name (``<name>-int8``)
-    and an artifact must be calibrated with it (``triage calibrate --embedder int8``);
-    bench/embedder_quality.py measures what it costs."""
+    and an artifact must be calibrated with it (``triage calibrate --embedder int8``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     source = read_meta(source_dir)
     if source is None:
-        raise EmbedderError(f"no ONNX export in {source_dir.name!r} to quantise (run: python -m router.onnx_export)")
+        raise EmbedderError(f"no ONNX export in {source_dir.name!r} to quantise (run: {PROG})")
     current = read_meta(out_dir)
     if (not force and current is not None and current.get("quantized_from") == source.get("onnx_sha256")
             and current.get("quantization") == QUANTIZATION):
@@ -187,17 +178,15 @@ def quantize(source_dir: str | Path, out_dir: str | Path, force: bool = False) -
         for file in source_dir.iterdir():
             if file.name not in (MODEL_FILE, META_FILE) and file.is_file():
                 shutil.copy2(file, work / file.name)
-        quantize_dynamic(str(source_dir / MODEL_FILE), str(work / MODEL_FILE), weight_type=QuantType.QInt8,
-                         per_channel=True)
+        with _without(PREPROCESS_ADVICE):
+            quantize_dynamic(str(source_dir / MODEL_FILE), str(work / MODEL_FILE), weight_type=QuantType.QInt8,
+                             per_channel=True)
         meta = {**source, "name": source["name"] + INT8_SUFFIX, "quantized_from": source["onnx_sha256"],
                 "onnx_sha256": sha256_of(work / MODEL_FILE), "quantization": QUANTIZATION}
         (work / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        from router.onnx_embedder import OnnxEmbedder
-        from router.settings import EmbedderSettings
-
         checks = [t for t in CHECK_SENTENCES if t]
-        fp32 = OnnxEmbedder(source_dir, EmbedderSettings(name=source["name"])).encode(checks)
-        int8 = OnnxEmbedder(work, EmbedderSettings(name=meta["name"])).encode(checks)
+        fp32 = OnnxEmbedder(EmbedderSettings(name=source["name"], onnx_path=str(source_dir))).encode(checks)
+        int8 = OnnxEmbedder(EmbedderSettings(name=meta["name"], onnx_path=str(work))).encode(checks)
         cosine = float((fp32 * int8).sum(axis=1).min())
         if cosine < MIN_INT8_COSINE:
             raise EmbedderError(f"the int8 model is too far from its source (cosine {cosine:.3f} < {MIN_INT8_COSINE})")
@@ -209,6 +198,27 @@ def quantize(source_dir: str | Path, out_dir: str | Path, force: bool = False) -
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out_dir
+
+
+class _Drop(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without(text: str) -> Iterator[None]:
+    """Root-logger records containing ``text`` are dropped while the block runs."""
+    drop = _Drop(text)
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _swap_in(work: Path, out_dir: Path) -> None:
@@ -227,7 +237,7 @@ def _swap_in(work: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m router.onnx_export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="models/minilm-onnx", help="output directory (default: %(default)s)")
     parser.add_argument("--source", default=None, help="sentence-transformers model dir (default: the package's)")
     parser.add_argument("--force", action="store_true", help="export even if a matching export exists")

@@ -1,19 +1,18 @@
 """Query embeddings on OpenVINO: the ONNX export of all-MiniLM-L6-v2, run in bfloat16 where the CPU has it.
 
-``OpenVinoEmbedder`` reads the same directory as ``router.onnx_embedder.OnnxEmbedder`` (written by
-``python -m router.onnx_export``) and tokenises the same way; only the runtime differs. On a CPU with
-bfloat16 matrix units (Intel AMX or AVX512-BF16, as on the machines this was measured on) OpenVINO runs the
-matrix products in bfloat16 with float32 accumulation: about 3.5x faster per short query than onnxruntime in
-float32, and the vectors stay within cosine 0.9999 of sentence-transformers' (tests/router/test_openvino_embedder.py,
-bench/README.md "OpenVINO"). That is why it keeps the model's name: an artifact calibrated with the torch or
-ONNX backend serves with it, and the other way round. On a CPU without bfloat16 OpenVINO runs float32;
-``precision`` says which one this process got.
+``OpenVinoEmbedder`` reads the same directory as ``router.embedding.onnx.OnnxEmbedder`` and tokenises the
+same way; only the runtime differs. On a CPU with bfloat16 matrix support (Intel AMX, AVX512-BF16) OpenVINO
+runs the matrix products in bfloat16 with float32 accumulation, several times faster per short query than
+onnxruntime in float32, and the vectors stay within cosine 0.9999 of sentence-transformers'
+(tests/router/test_openvino_embedder.py). That is why it keeps the model's name: an artifact calibrated with
+the torch or ONNX backend serves with it, and the other way round. On a CPU without bfloat16 OpenVINO runs
+float32; ``precision`` says which one this process got.
 
-Shapes: OpenVINO re-plans a compiled model whenever the input shape changes (~1.4 ms here), so each batch is
+Shapes: OpenVINO re-plans a compiled model whenever the input shape changes (~1.4 ms), so each batch is
 padded to a multiple of 32 tokens ([PAD] is masked out of attention and pooling; the vectors move by less than
 1e-6). Short queries then share one shape. The commonest shape, one query of at most 32 tokens (what a lone
 request is), also gets a model compiled for exactly that shape, which OpenVINO plans once at load and runs
-about 0.3 ms faster than the dynamic one (bench/README.md, ``bench.embedder_speed``).
+faster than the dynamic one.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from router.embedder import EmbedderError
-from router.onnx_embedder import OnnxEmbedder
+from router.embedding.base import EmbedderError
+from router.embedding.onnx import OnnxEmbedder
 from router.settings import EmbedderSettings
 
 log = logging.getLogger("triage")
@@ -56,13 +55,12 @@ class OpenVinoEmbedder(OnnxEmbedder):
         compiled = core.compile_model(model, "CPU", config)
         self._single: Any = None
         if self.single_shape and self.pad_multiple > 1:
-            # A clone shares the weights' memory: the second model costs ~60 MB here, a second read ~180 MB.
+            # A clone shares the weights' memory: the second model costs ~60 MB, a second read ~180 MB.
             single = model.clone()
             single.reshape({port.get_any_name(): [1, self.pad_multiple] for port in single.inputs})
             self._single = core.compile_model(single, "CPU", config).create_infer_request()
         self.precision: str = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         if self.precision != settings.precision:
-            # Measured on one CPU (bench/README.md): OpenVINO f32 took 8.6 ms per short query, onnxruntime 6.0.
             log.warning("this CPU has no bfloat16 matrix support: OpenVINO runs the embedder in %s, where "
                         "embedder.backend: onnx (onnxruntime, the same vectors) may be faster", self.precision)
         # Calibration's embedding cache keeps these vectors apart from the float32 ones of the same name.

@@ -1,0 +1,100 @@
+"""The remote embedder: vectors from an OpenAI-compatible /v1/embeddings service match the in-process ones, and
+while the service fails the in-process fallback embeds (circuit breaker, no call per request to a dead host)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+
+from router.embedding import EmbedderError, load_encoder
+from router.embedding.onnx import OnnxEmbedder
+from router.embedding.remote import RemoteEmbedder
+from router.embedding.torch import Embedder
+from router.settings import EmbedderSettings
+from tests.server import serve
+
+
+def embedding_service(encoder: OnnxEmbedder, bodies: list[dict[str, Any]]) -> FastAPI:
+    """A real HTTP embedding service in OpenAI's shape, running the packaged MiniLM (its ONNX export)."""
+    app = FastAPI()
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+        bodies.append(body)
+        vectors = encoder.encode(list(body["input"]))
+        return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def onnx(onnx_dir: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(EmbedderSettings(onnx_path=str(onnx_dir)))
+
+
+def test_service_vectors_match_the_in_process_ones(onnx: OnnxEmbedder, embedder: Embedder,
+                                                   routing_queries: list[str]) -> None:
+    bodies: list[dict[str, Any]] = []
+    with serve(embedding_service(onnx, bodies)) as base_url:
+        remote = RemoteEmbedder(EmbedderSettings(backend="remote", url=base_url + "/v1", model="minilm",
+                                                 remote_fallback="none"))
+        got = remote.encode(routing_queries[:60])
+    cosine = (got * embedder.encode(routing_queries[:60])).sum(axis=1)
+    assert cosine.min() >= 0.9999 and remote.dim == 384 and remote.name == embedder.name
+    # The first body was the dimension probe; the texts went as one batch, with vLLM's truncation at the window.
+    assert bodies[-1]["input"] == routing_queries[:60] and bodies[-1]["truncate_prompt_tokens"] == 256
+
+
+def test_a_failing_service_falls_back_and_opens_its_circuit(onnx: OnnxEmbedder) -> None:
+    calls = []
+    healthy = False
+
+    def handler(request: httpx.Request) -> httpx.Response:  # fault injection: down, then back
+        calls.append(request)
+        if not healthy:
+            raise httpx.ConnectError("connection refused")
+        texts = json.loads(request.content)["input"]
+        data = [{"index": i, "embedding": v.tolist()} for i, v in enumerate(onnx.encode(texts))]
+        return httpx.Response(200, json={"data": data})
+
+    settings = EmbedderSettings(backend="remote", url="http://embedder.invalid/v1", model="minilm",
+                                remote_failures=2, remote_open_s=0.3)
+    remote = RemoteEmbedder(settings, fallback=onnx, client=httpx.Client(transport=httpx.MockTransport(handler)))
+    texts = ["What is 17 * 23?", "Name the capital of Peru."]
+    for _ in range(5):
+        assert np.array_equal(remote.encode(texts), onnx.encode(texts))  # the fallback's vectors
+    assert len(calls) == 2 and remote.circuit_state == "open"  # two failures opened it: no call since
+    healthy = True
+    time.sleep(0.35)
+    assert np.array_equal(remote.encode(texts), onnx.encode(texts)) and len(calls) == 3
+    assert remote.circuit_state == "closed"
+
+
+def test_without_a_fallback_a_dead_service_is_an_embedder_error(onnx: OnnxEmbedder) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    remote = RemoteEmbedder(EmbedderSettings(backend="remote", url="http://x/v1", model="m", remote_fallback="none",
+                                             remote_max_tokens=256),
+                            fallback=onnx, client=httpx.Client(transport=httpx.MockTransport(refuse)))
+    remote.fallback = None
+    with pytest.raises(EmbedderError, match="unavailable and no fallback"):
+        remote.encode(["hello"])
+
+
+def test_load_encoder_builds_the_service_with_its_in_process_fallback(onnx_dir: Path) -> None:
+    settings = EmbedderSettings(backend="remote", url="http://127.0.0.1:9/v1", model="minilm",
+                                onnx_path=str(onnx_dir))
+    remote = load_encoder(settings)
+    assert isinstance(remote, RemoteEmbedder) and isinstance(remote.fallback, OnnxEmbedder)
+    assert (remote.name, remote.dim, remote.max_tokens) == ("all-MiniLM-L6-v2", 384, 256)
+    with pytest.raises(EmbedderError, match="needs url and model"):
+        load_encoder(EmbedderSettings(backend="remote", onnx_path=str(onnx_dir)))
