@@ -290,10 +290,11 @@ def plot(runs: list[dict[str, object]], args: argparse.Namespace, path: Path) ->
         ax.set_xlabel("offered load (x the pool's capacity)")
         ax.set_xticks(sorted({float(str(r["load"])) for r in runs}))
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"Simulated pool, one replica per model ({args.slots} slots, {args.service_s:g} s mean service); "
                  "RouterDC test queries, real per-model outcomes")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
