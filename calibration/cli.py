@@ -18,16 +18,18 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from calibration.data import DataError, ScoreMatrix, load_scores
+from calibration.data import DataError, ScoreMatrix
 from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.fit import FitConfig, fit
+from calibration.plots import OodAxis
+from calibration.pricing import priced_scores, pricing_mismatch
 from router.artifact import Artifact, ArtifactError
-from router.embedder import weights_of
+from router.embedding import weights_of
 from router.ood import MARGIN_SCORES
 
 
@@ -44,12 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--split", default="train", help="rows fitted on (default: train)")
     cal.add_argument("--generalist", help="default: the model with the best overall train accuracy")
     cal.add_argument("--clusters", default="auto", help="k, or 'auto' (chosen on a validation slice)")
-    cal.add_argument("--prices", type=Path, help="{model: {input_price, output_price}} USD per 1M tokens")
+    cal.add_argument("--prices", type=Path, help="{model: {input_price, output_price}} USD per 1M tokens (default: "
+                     "the data set's *_prices.json beside it, if any; else every model costs the same)")
     cal.add_argument("--holdout-domains", default="", help="comma-separated domains left out of fitting")
     cal.add_argument("--ood-quantile", type=float, default=0.95)
     add_ood_method_option(cal)
     cal.add_argument("--live", action="store_true", help="measure the score matrix on running backends")
-    cal.add_argument("--from-log", type=Path, help="fold feedback joined to this decision log into --artifact")
+    cal.add_argument("--from-log", type=Path, nargs="+", help="fold feedback joined to decisions into --artifact: "
+                     "decision logs, or directories of them (one per router replica)")
     cal.add_argument("--artifact", type=Path, help="--from-log: the artifact the logged decisions were made with")
     cal.add_argument("--config", type=Path, help="router config with backends (for --live)")
     cal.add_argument("--gold", type=Path, help="gold questions JSONL (for --live)")
@@ -72,10 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="evaluate an artifact on rows not used for fitting")
+    ev.add_argument("--leave-one-domain-out", action="store_true",
+                    help="fit each domain without its own train rows and route them (no --artifact; its own "
+                    "options: triage eval --leave-one-domain-out --help)")
     ev.add_argument("--artifact", type=Path, help="required unless --leave-one-domain-out")
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
-    ev.add_argument("--prices", type=Path)
+    ev.add_argument("--prices", type=Path, help="as for calibrate; a warning when they differ from the artifact's")
     ev.add_argument("--split", default="train", help="the split the artifact was fitted on (excluded)")
     ev.add_argument("--holdout-domains", default=None, help="default: those recorded in the artifact")
     ev.add_argument("--cache-dir", type=Path)
@@ -98,11 +105,11 @@ def add_embedder_options(parser: argparse.ArgumentParser) -> None:
                         "within cosine 0.9999); int8: its dynamic-int8 ONNX copy (its own vectors); static: the "
                         "model2vec table distilled from it")
     parser.add_argument("--onnx-model", type=Path, default=ONNX_MODEL,
-                        help="--embedder openvino: dir written by python -m router.onnx_export")
+                        help="--embedder openvino: dir written by python -m router.embedding_tools.export")
     parser.add_argument("--static-model", type=Path, default=STATIC_MODEL,
-                        help="--embedder static: dir written by python -m router.static_embedder")
+                        help="--embedder static: dir written by python -m router.embedding_tools.distil")
     parser.add_argument("--int8-model", type=Path, default=INT8_MODEL,
-                        help="--embedder int8: dir written by python -m router.onnx_export --int8-out")
+                        help="--embedder int8: dir written by python -m router.embedding_tools.export --int8-out")
 
 
 def encoder_from(args: argparse.Namespace) -> Encoder:
@@ -113,37 +120,16 @@ def encoder_from(args: argparse.Namespace) -> Encoder:
 def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None,
                  int8_model: Path | None = None, onnx_model: Path | None = None) -> Encoder:
     """The embedder ``kind`` names; a model that cannot be loaded is the caller's ``UsageError``."""
-    from router.embedder import EmbedderError
+    from calibration.embeddings import encoder_settings
+    from router.embedding import EmbedderError, load_encoder
 
     try:
-        return _load_encoder(threads, kind, static_model or STATIC_MODEL, int8_model or INT8_MODEL,
-                             onnx_model or ONNX_MODEL)
+        settings = encoder_settings(kind, threads, onnx_model or ONNX_MODEL, int8_model or INT8_MODEL,
+                                    static_model or STATIC_MODEL)
+        # Every registered encoder also takes calibration's ``progress=``.
+        return cast("Encoder", load_encoder(settings))
     except EmbedderError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _load_encoder(threads: int, kind: str, static_model: Path, int8_model: Path, onnx_model: Path) -> Encoder:
-    from router.embedder import Embedder
-    from router.settings import EmbedderSettings
-
-    if kind == "openvino":
-        from router.openvino_embedder import OpenVinoEmbedder
-
-        return OpenVinoEmbedder(onnx_model, EmbedderSettings(threads=threads))
-    if kind == "int8":
-        from router.onnx_embedder import OnnxEmbedder
-        from router.onnx_export import read_meta
-
-        meta = read_meta(int8_model)
-        if meta is None:
-            raise UsageError(
-                f"no int8 ONNX model in {int8_model.name!r} (run: python -m router.onnx_export --int8-out DIR)")
-        return OnnxEmbedder(int8_model, EmbedderSettings(name=meta["name"], threads=threads))
-    if kind == "static":
-        from router.static_embedder import StaticEmbedder
-
-        return StaticEmbedder(static_model)
-    return Embedder(EmbedderSettings(threads=threads))
 
 
 def main(argv: list[str], encoder: Encoder | None = None, client: Any = None,
@@ -214,7 +200,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         args.data = data_path
     elif args.data is None:
         raise UsageError("--data is required (or --live with --config and --gold)")
-    data = load_scores(args.data, args.prices)
+    data, pricing = priced_scores(args.data, args.prices, "calibrate")
     holdout = _domains(args.holdout_domains)
     train = fit_rows(data, args.split, holdout)
     generalist, reason = choose_generalist(train, args.generalist)
@@ -264,7 +250,9 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
         "split_method": data.notes[0] if data.hash_split else f"rows with split == {args.split!r}",
         "holdout_domains": sorted(holdout),
         "cost_source": data.cost_source,
-        "prices": args.prices.name if args.prices else None,
+        "prices": pricing.path.name if pricing.path is not None else None,
+        "prices_sha256": pricing.digest,
+        "prices_found_beside": pricing.found_beside,
         "generalist_reason": reason,
         "objective": "AIQ over the knob sweep" if train.has_cost else "accuracy at knob 1",
         "selection_folds": config.selection_folds,
@@ -292,11 +280,11 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
             directory / "clusters.png",
             t.estimate,
             data.models,
-            "Shrunk accuracy per cluster (train); x = cliff",
+            "Shrunk accuracy per cluster (train); outlined = cliff",
             t.cliff,
             t.counts[:, 0],
         )
-        selection_plot(directory / "selection.png", result.selection, info["objective"])
+        selection_plot(directory / "selection.png", result.selection, info["objective"], result.k)
         (directory / "report.md").write_text(
             calibration_report(result, data.models, generalist, info, command)
         )
@@ -313,6 +301,7 @@ def calibrate(args: argparse.Namespace, encoder: Encoder | None, client: Any = N
             "holdout_domains",
             "cost_source",
             "prices",
+            "prices_sha256",
         )
     }
     write_artifact_from(args.out, data, generalist, encoder, result, data_info, config, human,
@@ -425,8 +414,23 @@ def choose_generalist(train: ScoreMatrix, name: str | None) -> tuple[str, str]:
         if name not in train.models:
             raise UsageError(f"--generalist {name!r} is not one of the models: {', '.join(train.models)}")
         return name, "named with --generalist"
-    best = train.models[int(np.argmax(train.scores.mean(axis=0)))]
-    return best, "best overall train accuracy"
+    return train.best_model(), "best overall train accuracy"
+
+
+def ood_axis(artifact: Artifact) -> OodAxis:
+    """What the artifact's OOD scores measure, for the cliff plot's x-axis."""
+    if artifact.refine is not None:
+        return OodAxis(f"out-of-domain score: mean cosine distance to the {artifact.ood_k} nearest calibration "
+                       "queries, in units of its cluster's threshold (1 = the line; close calls re-scored by "
+                       f"{artifact.refine.embedder_name})", 1.0, "OOD threshold")
+    if artifact.ood_detector is not None and artifact.domains is not None:
+        return OodAxis("out-of-domain score: domain detector, the larger of the Mahalanobis distance to the nearest "
+                       "calibration domain and the domain classifier's energy\n(threshold units: 0 = median of "
+                       "held-out in-domain queries, 1 = the line)", 1.0, "OOD threshold")
+    thresholds = artifact.ood_cluster_thresholds
+    varies = thresholds is not None and bool(np.ptp(thresholds) > 0)
+    return OodAxis(f"out-of-domain score: mean cosine distance to the {artifact.ood_k} nearest calibration queries",
+                   artifact.ood_threshold, "OOD threshold" + (" (global; each cluster has its own)" if varies else ""))
 
 
 def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: Encoder | None = None) -> int:
@@ -446,7 +450,7 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
         refine_encoder = refine_encoder or make_encoder(args.threads)
         if refine_encoder.name != artifact.refine.embedder_name:
             raise UsageError(f"the artifact's refine tier needs {artifact.refine.embedder_name!r}")
-    data = load_scores(args.data, args.prices)
+    data, pricing = priced_scores(args.data, args.prices, "eval")
     if data.models != artifact.models:
         raise UsageError(
             f"the data's models differ from the artifact's: {sorted(set(data.models) ^ set(artifact.models))}"
@@ -457,6 +461,9 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
             "triage eval: warning: the data file differs from the one the artifact was fitted on",
             file=sys.stderr,
         )
+    cost_mismatch = pricing_mismatch(artifact.manifest, data.cost_source, pricing)
+    if cost_mismatch is not None:
+        print(f"triage eval: WARNING: {cost_mismatch}", file=sys.stderr)
     holdout = (
         _domains(args.holdout_domains)
         if args.holdout_domains is not None
@@ -513,9 +520,9 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
     counts = np.array([(clusters == c).sum() for c in range(artifact.k)], dtype=float)
     heatmap(
         out / "cluster_accuracy.png",
-        np.nan_to_num(per_cluster, nan=0.0),
+        per_cluster,  # a cluster no test row fell in stays NaN: drawn empty, not as 0 %
         data.models,
-        "Test accuracy per cluster (x = cliff from calibration)",
+        "Test accuracy per cluster (outlined = cliff from calibration)",
         artifact.cliff,
         counts,
     )
@@ -524,19 +531,19 @@ def evaluate(args: argparse.Namespace, encoder: Encoder | None, refine_encoder: 
     if "ood_scores" in result:
         all_ood = np.concatenate([all_ood, result["ood_scores"]])
         all_scores = np.concatenate([test.scores, ood.scores])
-    cliff_plot(
-        out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist,
-        1.0 if artifact.refine is not None else artifact.ood_threshold,  # a refine tier's scores: threshold units
-    )
+    cliff_plot(out / "cliff.png", all_ood, all_scores, data.models, artifact.generalist, ood_axis(artifact),
+               sorted(set(ood.domains)))
     info = {
         "k": artifact.k,
         "generalist": artifact.generalist,
         "embedder": artifact.embedder_name + (f" (refine tier: {artifact.refine.embedder_name})"
                                               if artifact.refine is not None else ""),
         "rows": f"split != {args.split!r}, excluding held-out domains",
-        "cost_source": data.cost_source,
+        "cost_source": data.cost_source + (f" ({pricing.describe()})" if pricing.path is not None else ""),
         "ood_rows": ", ".join(sorted(set(ood.domains))) or "none",
     }
+    if cost_mismatch is not None:
+        info["cost_mismatch"] = cost_mismatch
     (out / "report.md").write_text(eval_report(result, command, info))
     public = {k: v for k, v in result.items() if k not in ("in_domain_ood_scores", "ood_scores", "clusters")}
     public["info"] = info

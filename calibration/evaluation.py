@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from calibration.fit import kmeans
 from calibration.metrics import aiq_difference_interval, anchored_aiq, auroc, frontier, oracle, paired_se, random_router
+from calibration.selection import KNOBS
+from calibration.table import kmeans
 from router.clusters import nearest
 from router.policy import Estimates, Policy, Refiner
 
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
-KNOBS = [round(0.1 * i, 1) for i in range(11)]
 ALPHAS = [round(0.05 * i, 2) for i in range(21)]
 
 

@@ -18,37 +18,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from calibration.data import DataError, ScoreMatrix, load_scores
+from calibration.data import DataError, ScoreMatrix
 from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.evaluation import rows_of
-from calibration.fit import FitConfig, FitResult, fit, in_memory_artifact
+from calibration.fit import FitConfig, FitResult, fit
 from calibration.metrics import auroc, paired_se
+from calibration.pricing import priced_scores
 from router.policy import Policy
 
 
 def policy_from(result: FitResult, models: list[str], generalist: str, refine_name: str = "refine") -> Policy:
-    reference_model = models[int(np.argmax(result.global_accuracy))]
-    art = in_memory_artifact(
-        models,
-        generalist,
-        reference_model,
-        result.centroids.shape[1],
-        result.centroids,
-        result.table,
-        result.reference,
-        result.reference_scores,
-        soft_top=result.soft_top,
-        temperature=result.temperature,
-        knn_weight=result.knn_weight,
-        knn_k=result.knn_k,
-        ood_k=result.ood_k,
-        ood_threshold=result.ood_threshold,
-        cluster_thresholds=result.cluster_thresholds,
-        refine=result.refine.tier(refine_name) if result.refine is not None else None,
-        domains=result.domains,
-        ood_detector=result.ood_detector,
-    )
-    return Policy(art)
+    return Policy(result.to_artifact(models, generalist, refine_name=refine_name))
 
 
 def route_domain(policy: Policy, x: np.ndarray, s: np.ndarray, ref_ood: np.ndarray | None,
@@ -208,7 +188,7 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--generalist")
-    parser.add_argument("--prices", type=Path)
+    parser.add_argument("--prices", type=Path, help="as for triage calibrate (default: the prices beside the data)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--min-test", type=int, default=300)
     parser.add_argument("--cache-dir", type=Path)
@@ -232,12 +212,12 @@ def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encode
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2
     try:
-        data = load_scores(args.data, args.prices)
+        data, _ = priced_scores(args.data, args.prices, "eval --leave-one-domain-out")
     except DataError as exc:
         print(f"triage eval: error: {exc}", file=sys.stderr)
         return 2
     train = data.subset(data.mask_split(args.split))
-    generalist = args.generalist or data.models[int(np.argmax(train.scores.mean(axis=0)))]
+    generalist = args.generalist or train.best_model()
     if generalist not in data.models:
         print(f"triage eval: error: --generalist {generalist!r} is not one of the models", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ def calibration_report(
         "",
         f"- data: `{info['source']}` (sha256 `{info['sha256'][:16]}…`), {info['train_rows']} train rows; "
         f"split: {info['split_method']}",
-        f"- cost: {info['cost_source']}",
+        cost_line(info),
         f"- generalist: `{generalist}` ({info['generalist_reason']})",
         f"- k = {fit.k}, soft assignment over the {fit.soft_top} nearest clusters (temperature "
         f"{fit.temperature:g}), kNN blend weight {fit.knn_weight:g} (k={fit.knn_k}); chosen "
@@ -93,9 +93,22 @@ def calibration_report(
     return "\n".join(lines)
 
 
+def cost_line(info: dict[str, Any]) -> str:
+    """The calibration report's cost line: where cost came from, and a warning when every model costs the same."""
+    source = info["cost_source"]
+    if info.get("prices"):
+        source += f" ({info['prices']}" + (", found beside the data" if info.get("prices_found_beside") else "") + ")"
+    if source == "equal":
+        return ("- cost: **equal for every model** (the rows have no cost and no prices were given): the knob "
+                "trades nothing, and model selection optimised accuracy alone")
+    return f"- cost: {source}"
+
+
 def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> str:
+    has_cost = result["has_cost"]
+
     def money(c: float) -> str:
-        return f"{c:.6f}" if result["has_cost"] else "equal"
+        return f"{c:.6f}" if has_cost else "equal"
 
     lines = [
         "# Triage evaluation report",
@@ -107,10 +120,16 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
         f"{info['cost_source']}",
         "",
     ]
+    if "cost_mismatch" in info:
+        lines += [f"**Warning**: {info['cost_mismatch']}.", ""]
+    if not has_cost:
+        lines += ["**Every model costs the same here** (no cost in the rows, no prices): the knob changes accuracy "
+                  "only, and no knob is cheaper than another.", ""]
     if result["has_cost"]:
         a = result["aiq"]
         lines += [
-            f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f}): "
+            f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f} USD per "
+            "query): "
             f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f} (difference "
             f"{a['triage'] - a['avengers']:+.4f}; 95 % paired bootstrap interval "
             f"{a['difference_interval_95'][0]:+.4f} to {a['difference_interval_95'][1]:+.4f})",
@@ -121,15 +140,18 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
         f"**Knob 1**: {pct(result['triage'][-1]['accuracy'])} % vs best single model `{bs}` "
         f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts, "
         f"paired standard error {100 * result['knob1_minus_best_single_se']:.2f})",
-        f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']} "
-        f"(cost {money(result['best']['cost'])})",
+        f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']}"
+        + (f" (cost {money(result['best']['cost'])} USD per query)" if has_cost else ""),
     ]
     cm = result["cheapest_knob_matching_best_single"]
-    lines.append(
-        "**Cheapest knob matching the best single model**: "
-        + (f"knob {cm['knob']} ({pct(cm['accuracy'])} %, cost {money(cm['cost'])})" if cm else "none")
-    )
-    lines += ["", "| router | setting | accuracy % | mean cost |", "|---|---|---|---|"]
+    if has_cost:
+        lines.append(
+            "**Cheapest knob matching the best single model**: "
+            + (f"knob {cm['knob']} ({pct(cm['accuracy'])} %, cost {money(cm['cost'])} USD per query)" if cm
+               else "none")
+        )
+    cost_header = "mean cost (USD per query)" if has_cost else "mean cost (all equal)"
+    lines += ["", f"| router | setting | accuracy % | {cost_header} |", "|---|---|---|---|"]
     for p in result["triage"]:
         lines.append(f"| Triage | knob {p['knob']} | {pct(p['accuracy'])} | {money(p['cost'])} |")
     for p in result["avengers"][::4]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from calibration.cli import main
+from calibration.cli import main, ood_axis
 from calibration.fit import FitConfig
 from router.artifact import Artifact
 from router.policy import Policy
@@ -444,6 +444,12 @@ def test_ood_method_chosen_recorded_or_refused(tmp_path: Path, fake_encoder: Fak
     assert "OOD: domain detector" in (tmp_path / "d" / "report.md").read_text()
     assert run(["calibrate", "--out", str(tmp_path / "k"), "--ood-method", "knn", *common], fake_encoder) == 0
     assert json.loads((tmp_path / "k" / "ood.json").read_text())["method"] == "knn_cosine_distance"
+    # The cliff plot's x-axis names the units its scores are in, and its line the artifact's threshold.
+    detector_axis, knn_axis = ood_axis(Artifact.load(tmp_path / "d")), ood_axis(Artifact.load(tmp_path / "k"))
+    assert detector_axis.label.startswith("out-of-domain score: domain detector") and detector_axis.threshold == 1.0
+    assert "threshold units" in detector_axis.label and "cosine" not in detector_axis.label
+    assert knn_axis.label.startswith("out-of-domain score: mean cosine distance to the")
+    assert knn_axis.threshold == Artifact.load(tmp_path / "k").ood_threshold
     assert not (tmp_path / "k" / "ood_means.npy").exists() and Artifact.load(tmp_path / "k").ood_detector is None
     capsys.readouterr()
     bad = ["calibrate", "--out", str(tmp_path / "b"), "--ood-method", "domains", "--no-domains", *common]
@@ -462,3 +468,22 @@ def test_ood_method_chosen_recorded_or_refused(tmp_path: Path, fake_encoder: Fak
         assert run(["calibrate", "--out", str(tmp_path / "b"), *bad_margin, *common], fake_encoder) == 2
         assert "the OOD margin must lie in" in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+
+
+def test_eval_usage_names_leave_one_domain_out(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--help"]) == 0
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert usage.startswith("usage: triage eval") and "[--leave-one-domain-out]" in usage
+    assert main(["eval", "--leave-one-domain-out", "--help"]) == 0
+    assert "usage: triage eval --leave-one-domain-out" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_no_progress_draws_no_bar_with_the_real_embedder(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing draws a bar under ``--no-progress``, loading the real model included (transformers' "Loading
+    weights")."""
+    data = write_jsonl(tmp_path / "s.jsonl", synthetic_rows(n_per_domain=30))
+    assert main(["calibrate", "--data", str(data), "--out", str(tmp_path / "a"), "--generalist", "general",
+                 "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "it/s]" not in err and "%|" not in err and "Loading weights" not in err, err
