@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,7 +17,14 @@ from starlette.responses import Response
 
 from router.artifact import ArtifactError
 from router.errors import ErrorResponse, InvalidRequest, NotReady
-from router.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, ModelCard, ModelList
+from router.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    FeedbackRequest,
+    ModelCard,
+    ModelList,
+    ResponsesRequest,
+)
 from router.service import Triage
 from router.settings import ApiKey
 
@@ -49,6 +56,7 @@ KeyDep = Annotated[ApiKey | None, Depends(client_key)]
 # /admin/* is admin-only in router.gate.Gate, before the body is read; this only documents it in the route.
 AdminDep = Annotated[ApiKey | None, Depends(client_key)]
 RequestIdDep = Annotated[str | None, Depends(request_id)]
+SessionDep = Annotated[str | None, Header(alias="x-triage-session", max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503)
@@ -58,14 +66,20 @@ api = APIRouter()
 
 
 @api.post("/v1/chat/completions", responses=ERRORS)
-async def chat_completions(body: ChatCompletionRequest, triage: TriageDep, key: KeyDep,
-                           rid: RequestIdDep) -> Response:
-    return await triage.complete(body, "chat", key, rid)
+async def chat_completions(body: ChatCompletionRequest, triage: TriageDep, key: KeyDep, rid: RequestIdDep,
+                           session: SessionDep = None) -> Response:
+    return await triage.complete(body, "chat", key, rid, session)
 
 
 @api.post("/v1/completions", responses=ERRORS)
 async def completions(body: CompletionRequest, triage: TriageDep, key: KeyDep, rid: RequestIdDep) -> Response:
     return await triage.complete(body, "completion", key, rid)
+
+
+@api.post("/v1/responses", responses=ERRORS)
+async def responses(body: ResponsesRequest, triage: TriageDep, key: KeyDep, rid: RequestIdDep,
+                    session: SessionDep = None) -> Response:
+    return await triage.complete(body, "responses", key, rid, session)
 
 
 @api.post("/v1/route", responses=ERRORS)

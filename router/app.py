@@ -18,17 +18,19 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from router.api import api
-from router.artifact import Artifact, ArtifactError
 from router.auth import Authenticator
 from router.backends import BackendPool, TransportFactory
 from router.decider import Decider
 from router.decisionlog import DecisionLog
-from router.embedder import TextEncoder, weights_of
+from router.embedding import TextEncoder, load_encoder
 from router.errors import PayloadTooLarge, error_response, install_handlers
+from router.gate import Gate
+from router.limits import Limits
 from router.metrics import Metrics
-from router.onnx_embedder import load_encoder
-from router.service import Routing, Triage
+from router.routing import Routing
+from router.service import Triage
 from router.settings import Settings
+from router.state import build_state, replica_name
 
 log = logging.getLogger("triage")
 
@@ -91,6 +93,8 @@ def create_app(
     refine_encoder: TextEncoder | None = None,
     transport_for: TransportFactory | None = None,
 ) -> FastAPI:
+    authenticator = Authenticator(settings.auth)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # numpy's BLAS pool (the policy's matrix products) gets its own cap, 1 by default: on a machine shared
@@ -100,20 +104,20 @@ def create_app(
 
         threadpool_limits(settings.embedder.blas_threads)
         model: TextEncoder = encoder if encoder is not None else await asyncio.to_thread(
-            load_encoder, settings.embedder, settings.embedder.backend, settings.embedder.onnx_path)
-        artifact = Artifact.load(settings.artifact, embedder_name=model.name, embedder_dim=model.dim,
-                                 embedder_weights=weights_of(model))
-        refine = refine_encoder
-        if artifact.refine is not None and refine is None:  # the artifact asks for MiniLM on close OOD calls
-            refine = await asyncio.to_thread(load_encoder, settings.embedder, settings.embedder.refine_backend,
-                                             settings.embedder.onnx_path)
+            load_encoder, settings.embedder)
+        # An artifact with a refine tier asks for a second embedder (MiniLM) on close OOD calls: loaded here.
+        routing = await asyncio.to_thread(Routing.load, settings.artifact, model, refine_encoder,
+                                          lambda: load_encoder(settings.embedder, settings.embedder.refine_backend))
+        artifact = routing.artifact
         metrics = Metrics(registry or CollectorRegistry())
-        decider = Decider(model, settings.embedder, refine)
-        decider.check(artifact)
-        pool = BackendPool(settings.backends, settings.health, metrics, transport_for, settings.connections)
-        decisions = DecisionLog(settings.decision_log)
-        triage = Triage(settings, Routing(artifact), decider, pool, metrics, decisions,
-                        Authenticator(settings.auth))
+        decider = Decider(model, settings.embedder, routing.refine_encoder)
+        pool = BackendPool(settings.backends, settings.health, metrics, transport_for, settings.connections,
+                           settings.pool)
+        decisions = DecisionLog(settings.decision_log, replica_name(settings.state, settings.server.port))
+        state = build_state(settings.state, metrics.registry)  # in process, or Redis shared by every replica
+        await state.start()
+        limits = Limits(settings.limits, state)
+        triage = Triage(settings, routing, decider, pool, metrics, decisions, authenticator, limits)
         await decider.start()
         pool.start()
         # What is loaded now (the embedding model, the artifact, the libraries) lives as long as the process:
@@ -133,6 +137,8 @@ def create_app(
             app.state.triage = None
             await decider.stop()
             await pool.aclose()
+            await limits.drain()
+            await state.close()
             decisions.close()
             gc.unfreeze()  # collectable again (an app built and stopped in a longer-lived process, e.g. a test)
 
@@ -146,6 +152,8 @@ def create_app(
     install_handlers(app)
     app.include_router(api)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    # Outermost: every response gets its request id, and auth is checked before the body is read.
+    app.add_middleware(Gate, authenticator=authenticator, server=settings.server)
     return app
 
 
@@ -156,7 +164,7 @@ def _on_sighup(triage: Triage) -> None:
         try:
             triage.reload()
             log.info("artifact reloaded on SIGHUP")
-        except (ArtifactError, Exception) as exc:
+        except Exception as exc:  # ArtifactError or anything else: the previous artifact keeps serving
             log.error("artifact reload on SIGHUP rejected, the previous one keeps serving: %s", exc)
 
     with suppress(RuntimeError, NotImplementedError, ValueError):

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from router.errors import InvalidRequest, RateLimited
-from router.protocol import ChatCompletionRequest, CompletionRequest
+from router.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from router.settings import ApiKey, LimitSettings
 from router.state import LocalState, SharedState, retry_after
 
@@ -40,8 +40,10 @@ def _text_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE
 
 
-def prompt_estimate(request: ChatCompletionRequest | CompletionRequest) -> int:
+def prompt_estimate(request: ChatCompletionRequest | CompletionRequest | ResponsesRequest) -> int:
     """Prompt tokens, erring high; token-id prompts are counted exactly."""
+    if isinstance(request, ResponsesRequest):
+        return _text_tokens(request.prompt_chars())
     if isinstance(request, ChatCompletionRequest):
         return sum(_text_tokens(len(m.text())) for m in request.messages)
     if isinstance(request.prompt, str):
@@ -50,7 +52,7 @@ def prompt_estimate(request: ChatCompletionRequest | CompletionRequest) -> int:
                for p in request.prompt)
 
 
-def prompts(request: ChatCompletionRequest | CompletionRequest) -> int:
+def prompts(request: ChatCompletionRequest | CompletionRequest | ResponsesRequest) -> int:
     """How many prompts the request generates for: a list of texts (or of token-id lists) is one each."""
     if isinstance(request, CompletionRequest) and isinstance(request.prompt, list) and request.prompt and not \
             isinstance(request.prompt[0], int):
@@ -64,7 +66,7 @@ class Limits:
         self.state = state if state is not None else LocalState()
         self._pending: set[asyncio.Task[None]] = set()
 
-    def bound(self, request: ChatCompletionRequest | CompletionRequest, key: ApiKey | None) -> int:
+    def bound(self, request: ChatCompletionRequest | CompletionRequest | ResponsesRequest, key: ApiKey | None) -> int:
         """The most tokens this request may use; raises 400 for a bound that must be refused."""
         cap = self.settings.max_tokens_cap
         choices = max(request.n or 1, getattr(request, "best_of", None) or 1)

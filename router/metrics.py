@@ -44,6 +44,9 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0), registry=registry,
         )
         self.fallbacks = Counter("triage_fallbacks", "Fallbacks by reason", ["reason"], registry=registry)
+        self.session_reroutes = Counter(
+            "triage_session_reroutes", "Later turns of a conversation sent away from its backend, by cause "
+            "(ood, cliff, down, moved, fresh)", ["cause"], registry=registry)
         self.ood_refined = Counter("triage_ood_refined", "Decisions whose OOD call the artifact's refine "
                                    "embedder made (a tiered artifact only)", registry=registry)
         self.backend_up = Gauge("triage_backend_up", "1 while some replica is offered to the policy", ["backend"],

@@ -7,6 +7,7 @@ are in the marked block.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -36,6 +37,9 @@ def _invalid_unicode(value: Any) -> bool:
 class TriageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     knob: float | None = Field(None, ge=0, le=1, description="1 = most accurate, 0 = cheapest acceptable")
+    session: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                                description="conversation id: later turns stay on its backend (router/affinity.py)")
+    fresh: bool = Field(False, description="decide this turn anew, ignoring the conversation's backend")
 
 
 class ChatMessage(BaseModel):
@@ -100,11 +104,23 @@ class ChatCompletionRequest(_Common):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def routing_text(self) -> str:
-        """The last user turn, with the system prompt before it: what places the query."""
+        """The last user turn, with the system prompt before it: what places the query. Assistant turns and tool
+        results are never routing text: in an agent loop every turn after the first routes on the user's ask."""
         system = [m.text() for m in self.messages if m.role in ("system", "developer")]
         users = [m.text() for m in self.messages if m.role == "user"]
         last = users[-1] if users else self.messages[-1].text()
         return "\n".join([*system[:1], last]).strip()
+
+    def conversation_start(self) -> str | None:
+        """The system prompt and first user turn: what identifies a conversation whose client resends its
+        history (the same on every turn of it)."""
+        system = next((m.text() for m in self.messages if m.role in ("system", "developer")), "")
+        first = next((m.text() for m in self.messages if m.role == "user"), "")
+        return system + "\x00" + first
+
+    def later_turn(self) -> bool:
+        """The conversation has turns before this one (an assistant answer or a tool result)."""
+        return any(m.role in ("assistant", "tool") for m in self.messages)
 
     def prompt_chars(self) -> int:
         return sum(len(m.text()) for m in self.messages)
@@ -129,6 +145,12 @@ class CompletionRequest(_Common):
             raise ValueError("prompt is empty")
         return value
 
+    def conversation_start(self) -> str | None:
+        return None  # a completion prompt carries no turns
+
+    def later_turn(self) -> bool:
+        return False
+
     def token_ids(self) -> bool:
         """The prompt is token ids: there is no text to embed."""
         return isinstance(self.prompt, list) and not isinstance(self.prompt[0], str)
@@ -144,6 +166,77 @@ class CompletionRequest(_Common):
             return len(self.prompt)
         # A token id stands for a few characters; count each as one for the size limit.
         return sum(len(p) if isinstance(p, str | list) else 1 for p in self.prompt)
+
+
+class ResponsesRequest(BaseModel):
+    """OpenAI's Responses API (``POST /v1/responses``): what Triage reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    previous_response_id: str | None = Field(None, min_length=1, max_length=256)
+    stream: bool | None = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    # --- Triage extensions -------------------------------------------------------------------
+    triage: TriageOptions | None = None
+
+    # What the limits read, under the names the other endpoints use.
+    n: None = None
+    stream_options: None = None
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.max_output_tokens
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> ResponsesRequest:
+        if _invalid_unicode(self):
+            raise ValueError("the request contains invalid Unicode (a lone UTF-16 surrogate such as \\udc80); "
+                             "send valid UTF-8 text")
+        return self
+
+    def _texts(self, role: str) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input] if role == "user" else []
+        out = []
+        for item in self.input:
+            if item.get("role") != role or item.get("type", "message") != "message":
+                continue  # function calls, their outputs and reasoning items are not routing text
+            content = item.get("content")
+            if isinstance(content, str):
+                out.append(content)
+            elif isinstance(content, list):
+                out.append("\n".join(str(p.get("text", "")) for p in content
+                                     if isinstance(p, dict) and p.get("type") in ("input_text", "text")))
+        return out
+
+    def routing_text(self) -> str:
+        """``instructions`` and the last user message of ``input``."""
+        users = self._texts("user")
+        system = [self.instructions] if self.instructions else self._texts("system")[:1] or self._texts("developer")[:1]
+        return "\n".join([*system, users[-1] if users else ""]).strip()
+
+    def conversation_start(self) -> str | None:
+        users = self._texts("user")
+        return (self.instructions or "") + "\x00" + (users[0] if users else "")
+
+    def later_turn(self) -> bool:
+        return bool(self.previous_response_id) or (not isinstance(self.input, str) and any(
+            i.get("role") == "assistant" or i.get("type") in ("function_call", "function_call_output")
+            for i in self.input))
+
+    def prompt_chars(self) -> int:
+        return len(self.instructions or "") + (len(self.input) if isinstance(self.input, str) else sum(
+            len(json.dumps(item)) for item in self.input))
+
+    def backend_body(self, backend_model: str) -> dict[str, Any]:
+        body = self.model_dump(exclude_unset=True, exclude={"triage", "n", "stream_options"})
+        body["model"] = backend_model
+        return body
 
 
 class FeedbackRequest(BaseModel):

@@ -8,6 +8,7 @@
     backend_down          a better model was down (open circuit or failed probe), so the next eligible one answers
     fallback_after_error  the chosen backend failed before answering; the next in the chain did
     pinned                the caller named a backend
+    sticky                a later turn of a conversation, kept on the conversation's backend (router/affinity.py)
     no_text               nothing to embed (token-id prompts): the default route, the generalist
 """
 
@@ -24,6 +25,7 @@ class Reason(StrEnum):
     BACKEND_DOWN = "backend_down"
     FALLBACK_AFTER_ERROR = "fallback_after_error"
     PINNED = "pinned"
+    STICKY = "sticky"
     NO_TEXT = "no_text"
 
 

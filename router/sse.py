@@ -2,7 +2,8 @@
 
 Triage always asks the backend for usage in streams (to account cost); if the client did not ask for it,
 the usage-only final chunk is dropped. Every other event is forwarded byte for byte; only events that
-mention ``"usage"`` with a value are parsed.
+mention ``"usage"`` with a value are parsed. A Responses API stream (``event: response.*``) carries its usage in
+``response.completed`` and has no ``[DONE]``: that event ends it, and ``response.created`` names the response.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from typing import Any
 
 # An event that carries generated text: a non-empty delta content (chat) or text (completions). vLLM sends one
 # token per such event, so counting them estimates what a stream dropped before its usage chunk had relayed.
-_TEXT = re.compile(rb'"(?:content|text)":\s*"[^"]')
+_TEXT = re.compile(rb'"(?:content|text|delta)":\s*"[^"]')
+_RESPONSE_END = (b"event: response.completed", b"event: response.failed", b"event: response.incomplete")
+
+
+def usage_of(usage: Any) -> dict[str, Any] | None:
+    """Usage in the chat/completions names; the Responses API says input_tokens and output_tokens."""
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage and "prompt_tokens" not in usage:
+        prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return usage
 
 
 class UsageTap:
@@ -29,6 +41,7 @@ class UsageTap:
                            (b'"model": ' + served, b'"model": ' + shown)]
         self.usage: dict[str, Any] | None = None
         self.done = False
+        self.response_id: str | None = None  # a Responses API stream's response id, from response.created
         self.relayed = 0  # events with generated text forwarded so far
         self._buffer = b""
 
@@ -54,6 +67,9 @@ class UsageTap:
         if event.strip() == b"data: [DONE]":
             self.done = True
             return True
+        if event.startswith(b"event: response."):
+            self._response_event(event)
+            return True
         if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
             return True
         data = b"".join(line[5:] for line in event.split(b"\n") if line.startswith(b"data:"))
@@ -66,6 +82,21 @@ class UsageTap:
             if not payload.get("choices") and not self.forward_usage_chunk:
                 return False
         return True
+
+    def _response_event(self, event: bytes) -> None:
+        ends = event.startswith(_RESPONSE_END)
+        if not ends and not event.startswith(b"event: response.created"):
+            return
+        data = b"".join(line[5:] for line in event.split(b"\n") if line.startswith(b"data:"))
+        try:
+            response = json.loads(data).get("response") or {}
+        except (ValueError, AttributeError):
+            return
+        if isinstance(response.get("id"), str) and self.response_id is None:
+            self.response_id = response["id"]
+        if ends:
+            self.usage = usage_of(response.get("usage"))
+            self.done = True
 
     def relayed_usage(self, prompt_tokens: int) -> dict[str, int]:
         """Usage for a stream that ended without its usage chunk: the prompt (estimated by the caller) and one

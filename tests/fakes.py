@@ -25,6 +25,8 @@ class FakeBackend:
     # None | "500" | "429" | "connect" | "malformed" | "broken_sse" | "reset_mid_stream" | "400"
     fault: str | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
+    call_tools: bool = False  # chat with tools: call the first tool, then answer once its result comes back
+    responses: set[str] = field(default_factory=set)  # the Responses API ids this backend stored
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -49,6 +51,8 @@ class FakeBackend:
         if self.fault == "malformed":
             return httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"})
         chat = request.url.path.endswith("/chat/completions")
+        if request.url.path.endswith("/responses"):
+            return self._responses(body)
         if body.get("model") != self.served_model:
             return httpx.Response(404, json={"error": {"message": f"model {body.get('model')} not served",
                                                        "type": "NotFoundError", "param": None, "code": 404}})
@@ -61,7 +65,50 @@ class FakeBackend:
         words = len(self.reply.split())
         return {"prompt_tokens": 11, "completion_tokens": words, "total_tokens": 11 + words}
 
+    def _wants_tool(self, body: dict[str, Any]) -> bool:
+        return self.call_tools and bool(body.get("tools")) and body["messages"][-1].get("role") != "tool"
+
+    def _tool_call(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["tools"][0]["function"]["name"]
+        return {"id": "call-1", "type": "function", "function": {"name": name, "arguments": '{"x": 2}'}}
+
+    def _responses(self, body: dict[str, Any]) -> httpx.Response:
+        previous = body.get("previous_response_id")
+        if previous and previous not in self.responses:  # as vLLM: only the server that stored it knows it
+            return httpx.Response(404, json={"error": {"message": f"response {previous} not found",
+                                                       "type": "invalid_request_error", "param": None, "code": None}})
+        response_id = f"resp_{self.served_model}_{len(self.responses)}"
+        self.responses.add(response_id)
+        words = self.reply.split()
+        usage = {"input_tokens": 11, "output_tokens": len(words), "total_tokens": 11 + len(words)}
+        message = {"type": "message", "id": "msg-1", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": self.reply, "annotations": []}]}
+        response = {"id": response_id, "object": "response", "created_at": 1, "model": self.served_model,
+                    "status": "completed", "output": [message], "usage": usage, "parallel_tool_calls": True,
+                    "tool_choice": "auto", "tools": []}
+        if not body.get("stream"):
+            return httpx.Response(200, json=response)
+
+        async def events() -> AsyncIterator[bytes]:
+            def event(kind: str, **data: Any) -> bytes:
+                payload = json.dumps({"type": kind, "sequence_number": 0, **data})
+                return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+            yield event("response.created", response={**response, "status": "in_progress", "output": [],
+                                                      "usage": None})
+            for i, word in enumerate(words):
+                yield event("response.output_text.delta", item_id="msg-1", output_index=0, content_index=0,
+                            delta=word if i == 0 else " " + word)
+            yield event("response.completed", response=response)
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream(events()))
+
     def _completion(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
+        if chat and self._wants_tool(body):
+            message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(body)]}
+            return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": self.served_model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls", "logprobs": None}],
+                    "usage": self._usage()}
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": self.reply},
                                       "finish_reason": "stop", "logprobs": None}
@@ -73,6 +120,15 @@ class FakeBackend:
 
     async def _events(self, body: dict[str, Any], chat: bool) -> AsyncIterator[bytes]:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if chat and self._wants_tool(body):
+            call = {"index": 0, **self._tool_call(body)}
+            for delta in ({"role": "assistant", "tool_calls": [call]}, {}):
+                chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                         "model": self.served_model, "usage": None,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": None if delta else "tool_calls"}]}
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+            return
         words = self.reply.split()
         for i, word in enumerate(words):
             if self.fault == "reset_mid_stream" and i == 2:

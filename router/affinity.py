@@ -1,0 +1,93 @@
+"""Conversations stay on their backend: session affinity, with the out-of-domain and cliff rules still in charge.
+
+A conversation is named by the caller (``extra_body={"triage": {"session": ...}}`` or the ``x-triage-session``
+header) or, for a client that resends its history, by a digest of its system prompt and first user turn; either
+way scoped to the API key, so two tenants never share one. The first routed turn records the backend that
+answered; a later turn goes back to it (reason ``sticky``) unless
+
+- the turn is out of domain, or that backend is past its cliff for the turn's cluster (the usual rules win);
+- that backend is down, or over its queue budget (it is not among the eligible candidates);
+- its expected accuracy for this turn is more than ``sessions.tolerance`` below the policy's choice: the
+  conversation moved to another specialist's domain;
+- the caller asks for ``{"triage": {"fresh": true}}``.
+
+A Responses API request with ``previous_response_id`` goes to the backend that produced that response, whose
+store holds the conversation (another backend could not continue it).
+
+Records live in the shared state (router/state.py): in process by default, in Redis across router replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from router.policy import Decision
+from router.settings import ApiKey, SessionSettings
+from router.state import SharedState
+
+DIGEST_CHARS = 32
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str  # what the caller sees in x-triage-session
+    scope: str  # the key the record is stored under (id scoped to the API key)
+    later: bool  # a turn after the first: its conversation may already have a backend
+
+
+def session_of(request: Any, header: str | None, key: ApiKey | None) -> Session | None:
+    """The request's conversation, or None (a completion prompt, which has no turns)."""
+    options = getattr(request, "triage", None)
+    explicit = (options.session if options is not None else None) or header
+    if explicit:
+        name, later = explicit[:128], True
+    else:
+        start = request.conversation_start()
+        if start is None:
+            return None
+        # Recorded from the first turn on, so the second turn of a stateless client finds it.
+        name = "c-" + hashlib.sha256(start.encode("utf-8", "replace")).hexdigest()[:DIGEST_CHARS]
+        later = bool(request.later_turn())
+    tenant = key.sha256[:16] if key is not None else "-"
+    return Session(name, f"session:{tenant}:{name}", later)
+
+
+def response_scope(response_id: str, key: ApiKey | None) -> str:
+    tenant = key.sha256[:16] if key is not None else "-"
+    return f"response:{tenant}:{response_id[:256]}"
+
+
+def keeps(decision: Decision, previous: str, tolerance: float) -> str | None:
+    """None if the conversation's backend ``previous`` may answer this turn; else why not (the re-route cause:
+    ood, cliff, down, moved)."""
+    if decision.model == previous:
+        return None
+    if decision.is_ood:
+        return "ood"
+    candidate = next((c for c in decision.candidates if c.model == previous), None)
+    if candidate is None or candidate.excluded_by == "unavailable":
+        return "down"
+    if candidate.excluded_by is not None:
+        return "cliff" if candidate.excluded_by == "cliff" else "ood"
+    chosen = next(c for c in decision.candidates if c.model == decision.model)
+    if candidate.expected_accuracy < chosen.expected_accuracy - tolerance:
+        return "moved"
+    return None
+
+
+class Sessions:
+    """Session -> backend records in the shared state."""
+
+    def __init__(self, settings: SessionSettings, state: SharedState) -> None:
+        self.settings = settings
+        self.state = state
+
+    async def backend(self, scope: str) -> str | None:
+        record = await self.state.recall(scope)
+        backend = (record or {}).get("backend")
+        return backend if isinstance(backend, str) else None
+
+    async def remember(self, scope: str, backend: str) -> None:
+        await self.state.remember(scope, {"backend": backend}, self.settings.ttl_s)
