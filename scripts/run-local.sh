@@ -56,7 +56,7 @@ cat <<EOT
 Triage is running at http://127.0.0.1:$PORT/v1 (OpenAI-compatible).
   models:   curl -s http://127.0.0.1:$PORT/v1/models
   decision: curl -s http://127.0.0.1:$PORT/v1/route -H 'content-type: application/json' \\
-              -d '{"model":"triage","messages":[{"role":"user","content":"What is 12*7?"}]}'
+              -d '{"model":"triage","messages":[{"role":"user","content":"Tom buys 3 notebooks at 4 dollars each and a pen for 2 dollars. How much does he spend in total?"}]}'
   metrics:  curl -s http://127.0.0.1:$PORT/metrics
   stop:     make down
 EOT

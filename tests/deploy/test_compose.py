@@ -44,14 +44,22 @@ def test_grafana_password_is_required(tmp_path: Path) -> None:
     assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
 
 
+def test_api_keys_are_required(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, GRAFANA_ADMIN_PASSWORD="x", TRIAGE_AUTH__KEYS="")
+
+    assert result.returncode != 0
+    assert "TRIAGE_AUTH__KEYS" in result.stderr
+
+
 def test_header_names_both_tools_and_the_password_the_check_needs() -> None:
     header = COMPOSE.read_text().split("\n\n", 1)[0]
     check = next(line for line in header.splitlines() if "config" in line and "docker" in line)
 
     assert "`docker compose`" in header and "`docker-compose`" in header
     assert "docker compose config" in check and "docker-compose config" in check
-    # the check passes once the password is set (test_compose_file_is_valid) and refuses without it
+    # the check passes once the secrets are set (test_compose_file_is_valid) and refuses without them
     assert "GRAFANA_ADMIN_PASSWORD" in header[header.index(check):]
+    assert "TRIAGE_AUTH__KEYS" in header[header.index(check):]
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(tmp_path: Path) -> None:

@@ -98,8 +98,11 @@ def printed_hints() -> list[str]:
     return messages
 
 
-def test_the_printed_hints_route_to_a_specialist(artifact: Artifact, embedder: Embedder) -> None:
-    # The hints are what a new user tries first: each must show routing at work, not the out-of-domain fallback.
+def test_the_printed_hints_are_routed_in_domain(artifact: Artifact, embedder: Embedder) -> None:
+    # The hints are what a new user tries first: each must show routing at work (a math word problem the detector
+    # places in gsm8k, routed by the table), not the out-of-domain fallback that "What is 12*7?" got. Which model
+    # wins depends on the artifact: with make run's (all train rows) both go to MetaMath-Mistral-7B; this test
+    # artifact is calibrated on a third of them.
     hints = printed_hints()
     assert len(hints) == 2
     vectors = np.asarray(embedder.encode(hints), dtype=np.float32)
@@ -107,5 +110,5 @@ def test_the_printed_hints_route_to_a_specialist(artifact: Artifact, embedder: E
     decisions = Policy(artifact).decide(vectors, 0.5)
 
     for hint, decision in zip(hints, decisions, strict=True):
-        assert decision.reason == "best" and decision.model != artifact.generalist, (hint, decision.to_dict())
-        assert decision.ood_score < 1.0, hint
+        assert decision.reason == "best" and not decision.is_ood, (hint, decision.to_dict())
+        assert decision.domain == "gsm8k" and decision.ood_score < 0.5, (hint, decision.to_dict())
