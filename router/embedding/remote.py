@@ -15,6 +15,8 @@ ONNX MiniLM by default) embeds instead, so routing goes on at in-process speed.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ class RemoteEmbedder:
     """An embedding service over HTTP, with a circuit breaker and an in-process fallback."""
 
     def __init__(self, settings: EmbedderSettings, fallback: TextEncoder | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         import httpx
 
         if not settings.url or not settings.model:
@@ -41,7 +43,7 @@ class RemoteEmbedder:
         self._model = settings.model
         self._truncate = settings.remote_truncate
         self._client: Any = client or httpx.Client(timeout=settings.remote_timeout_s)
-        self._circuit = Circuit(settings.remote_failures, settings.remote_open_s,
+        self._circuit = Circuit(settings.remote_failures, settings.remote_open_s, clock,
                                 on_change=lambda state: log.warning("embedding service circuit %s", state))
         self.fallback = fallback
         self.max_tokens: int = fallback.max_tokens if fallback is not None else settings.remote_max_tokens
@@ -49,6 +51,9 @@ class RemoteEmbedder:
             self.dim: int = fallback.dim
         else:  # no model here to ask: the service says its dimension
             self.dim = int(self._post(["dimension probe"]).shape[1])
+
+    def close(self) -> None:
+        self._client.close()
 
     @property
     def circuit_state(self) -> str:

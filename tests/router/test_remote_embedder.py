@@ -4,7 +4,6 @@ while the service fails the in-process fallback embeds (circuit breaker, no call
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,9 @@ def test_service_vectors_match_the_in_process_ones(onnx: OnnxEmbedder, embedder:
     bodies: list[dict[str, Any]] = []
     with serve(embedding_service(onnx, bodies)) as base_url:
         remote = RemoteEmbedder(EmbedderSettings(backend="remote", url=base_url + "/v1", model="minilm",
-                                                 remote_fallback="none"))
+                                                 remote_fallback="none", remote_timeout_s=120))
         got = remote.encode(routing_queries[:60])
+        remote.close()
     cosine = (got * embedder.encode(routing_queries[:60])).sum(axis=1)
     assert cosine.min() >= 0.9999 and remote.dim == 384 and remote.name == embedder.name
     # The first body was the dimension probe; the texts went as one batch, with vLLM's truncation at the window.
@@ -65,17 +65,26 @@ def test_a_failing_service_falls_back_and_opens_its_circuit(onnx: OnnxEmbedder) 
         data = [{"index": i, "embedding": v.tolist()} for i, v in enumerate(onnx.encode(texts))]
         return httpx.Response(200, json={"data": data})
 
+    now = [0.0]
     settings = EmbedderSettings(backend="remote", url="http://embedder.invalid/v1", model="minilm",
-                                remote_failures=2, remote_open_s=0.3)
-    remote = RemoteEmbedder(settings, fallback=onnx, client=httpx.Client(transport=httpx.MockTransport(handler)))
+                                remote_failures=2, remote_open_s=15)
+    remote = RemoteEmbedder(settings, fallback=onnx, client=httpx.Client(transport=httpx.MockTransport(handler)),
+                            clock=lambda: now[0])
     texts = ["What is 17 * 23?", "Name the capital of Peru."]
-    for _ in range(5):
+    for _ in range(3):
         assert np.array_equal(remote.encode(texts), onnx.encode(texts))  # the fallback's vectors
-    assert len(calls) == 2 and remote.circuit_state == "open"  # two failures opened it: no call since
+    assert len(calls) == 1  # the first failure made the service suspect: no call per request to a dead host
+    now[0] += 16
+    assert np.array_equal(remote.encode(texts), onnx.encode(texts))
+    assert len(calls) == 2 and remote.circuit_state == "open"  # two failures in a row opened the circuit
+    remote.encode(texts)
+    assert len(calls) == 2
     healthy = True
-    time.sleep(0.35)
-    assert np.array_equal(remote.encode(texts), onnx.encode(texts)) and len(calls) == 3
+    now[0] += 16
+    # The service's vectors now (the same model; normalised again, so equal to float error).
+    assert np.allclose(remote.encode(texts), onnx.encode(texts), atol=1e-6) and len(calls) == 3
     assert remote.circuit_state == "closed"
+    remote.close()
 
 
 def test_without_a_fallback_a_dead_service_is_an_embedder_error(onnx: OnnxEmbedder) -> None:
@@ -88,6 +97,7 @@ def test_without_a_fallback_a_dead_service_is_an_embedder_error(onnx: OnnxEmbedd
     remote.fallback = None
     with pytest.raises(EmbedderError, match="unavailable and no fallback"):
         remote.encode(["hello"])
+    remote.close()
 
 
 def test_load_encoder_builds_the_service_with_its_in_process_fallback(onnx_dir: Path) -> None:
@@ -96,5 +106,6 @@ def test_load_encoder_builds_the_service_with_its_in_process_fallback(onnx_dir: 
     remote = load_encoder(settings)
     assert isinstance(remote, RemoteEmbedder) and isinstance(remote.fallback, OnnxEmbedder)
     assert (remote.name, remote.dim, remote.max_tokens) == ("all-MiniLM-L6-v2", 384, 256)
+    remote.close()
     with pytest.raises(EmbedderError, match="needs url and model"):
         load_encoder(EmbedderSettings(backend="remote", onnx_path=str(onnx_dir)))
