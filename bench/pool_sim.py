@@ -176,16 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service-s", type=float, default=2.5, help="mean time a request holds its slot")
     p.add_argument("--prefill-s", type=float, default=0.05, help="first token after the slot is taken")
     p.add_argument("--ttft-budget-s", type=float, default=2.0)
-    p.add_argument("--max-queue-s", type=float, default=1.0, help="load-aware: the queue budget")
+    p.add_argument("--max-queue-s", type=float, default=0.5, help="load-aware: the queue budget (with the "
+                   "router queue's timeout, it leaves a second of the first-token budget for the estimate's error)")
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--queue-timeout-s", type=float, default=0.5)
-    p.add_argument("--plan-gpus", type=int, default=10, help="also: quality-only on triage plan's split of N")
+    p.add_argument("--plan-gpus", type=int, default=10, help="also: quality-only on triage plan's split of N, "
+                   "at the 0.8x traffic of one replica per model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="var/bench/pool_sim")
     args = p.parse_args(argv)
 
-    from calibration.cli import make_encoder
     from calibration.embeddings import EmbeddingCache
+    from calibration.options import make_encoder
     from router.artifact import Artifact
     from router.embedding import weights_of
     from router.policy import Policy
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in Path(args.data).read_text().split("\n") if line.strip()]
     test = [r for r in rows if r.get("split") == "test"]
     rng = np.random.default_rng(args.seed)
-    sample = [test[i] for i in sorted(rng.choice(len(test), size=min(args.queries, len(test)), replace=False))]
+    # In the data file's order, a domain's queries come together; real traffic mixes them: a random order.
+    sample = [test[i] for i in rng.choice(len(test), size=min(args.queries, len(test)), replace=False)]
     encoder = make_encoder(threads=1)  # MiniLM, as `triage calibrate` embeds by default
     artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim,
                              embedder_weights=weights_of(encoder))
@@ -236,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 pool = {best_single: len(models)}
             if strategy == "quality, planned" and load != 0.8:
                 continue
-            capacity = sum(pool.values()) * per_replica
+            # The planned pool meets the same traffic as one replica per model at this load: does it then hold it?
+            capacity = (len(models) if strategy == "quality, planned" else sum(pool.values())) * per_replica
             gaps = rng.exponential(1 / (load * capacity), size=len(sample))
             arrivals = list(np.cumsum(gaps))
             route = {"load-aware": load_aware, "best-single": lambda i: [best_single]}.get(strategy, quality)
