@@ -10,11 +10,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from calibration.eval_result import (
+    AiqComparison,
+    AlphaPoint,
+    DomainRow,
+    EvalResult,
+    KnobChoice,
+    KnobPoint,
+    OodSummary,
+    Point,
+)
 from calibration.metrics import aiq_difference_interval, anchored_aiq, auroc, frontier, oracle, paired_se, random_router
 from calibration.selection import KNOBS
 from calibration.table import kmeans
@@ -85,7 +94,7 @@ def evaluate(
     ood_refine: Matrix | None = None,
     test_domains: Sequence[str] | None = None,
     domain_best: Mapping[str, int] | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """``test_refine`` / ``ood_refine``: the same rows embedded by the artifact's refine embedder, if it has a
     refine tier (only the rows the policy asks for are used, as in the router).
 
@@ -96,118 +105,133 @@ def evaluate(
     compares Triage at knob 1 with it domain by domain."""
     est = policy.estimate(test_x, rows_of(test_refine))
     n = len(test_s)
-    triage: list[dict[str, Any]] = []
-    triage_choices, avengers_choices = [], []
-    for knob in KNOBS:
-        chosen, reasons = policy.choose(est, np.full(n, knob))
-        triage_choices.append(chosen)
-        if knob == 1.0:
-            triage_choice = chosen  # what the per-domain table compares at knob 1
-            margined = np.array([r == "ood_margin" for r in reasons], dtype=bool)
-        acc, cost = picked(test_s, test_c, chosen)
-        triage.append(
-            {
-                "knob": knob,
-                "accuracy": acc,
-                "cost": cost,
-                "ood_fallback_rate": float(np.mean([r == "ood_fallback" for r in reasons])),
-                "ood_margin_rate": float(np.mean([r == "ood_margin" for r in reasons])),
-                "cliff_rate": float(np.mean([r == "cliff" for r in reasons])),
-                "share": {m: float(np.mean(chosen == j)) for j, m in enumerate(models)},
-            }
-        )
-    avengers: list[dict[str, Any]] = []
-    for alpha in ALPHAS:
-        avengers_choices.append(baseline.choose(test_x, alpha))
-        acc, cost = picked(test_s, test_c, avengers_choices[-1])
-        avengers.append({"alpha": alpha, "accuracy": acc, "cost": cost})
-    single = {
-        m: {"accuracy": float(test_s[:, j].mean()), "cost": float(test_c[:, j].mean())}
-        for j, m in enumerate(models)
-    }
-    o_acc, o_cost = oracle(test_s, test_c)
-    r_acc, r_cost = random_router(test_s, test_c)
-    single_costs = [v["cost"] for v in single.values()]
-    cmin, cmax = min(single_costs), max(single_costs)
-    has_cost = cmax > cmin
-    best_single = max(single, key=lambda m: (single[m]["accuracy"], -single[m]["cost"]))
-    best_point = max(triage, key=lambda p: (p["accuracy"], -p["cost"]))
-    matching = [p for p in triage if p["accuracy"] >= single[best_single]["accuracy"] - 1e-12]
-    cheapest_match = min(matching, key=lambda p: (p["cost"], p["knob"])) if matching else None
-    result: dict[str, Any] = {
-        "n": n,
-        "has_cost": has_cost,
-        "triage": triage,
-        "avengers": avengers,
-        "single": single,
-        "oracle": {"accuracy": o_acc, "cost": o_cost},
-        "random": {"accuracy": r_acc, "cost": r_cost},
-        "best_single": best_single,
-        "best": {"knob": best_point["knob"], "accuracy": best_point["accuracy"], "cost": best_point["cost"]},
-        "cheapest_knob_matching_best_single": cheapest_match
-        and {k: cheapest_match[k] for k in ("knob", "accuracy", "cost")},
-        "knob1_minus_best_single": triage[-1]["accuracy"] - single[best_single]["accuracy"],
-        # Paired over the same rows: the standard error of the mean per-row difference.
-        "knob1_minus_best_single_se": paired_se(test_s[np.arange(n), triage_choice],
-                                                test_s[:, models.index(best_single)]),
-        "triage_frontier": frontier([(p["cost"], p["accuracy"]) for p in triage]),
-    }
-    if has_cost:
-        # Every router may also send everything to the cheapest model, so its point anchors both hulls: a
-        # router that only reaches the dear end gets no credit for the cheap end it cannot serve.
-        single_accuracy = [v["accuracy"] for v in single.values()]
-        result["aiq"] = {
-            "triage": anchored_aiq([(p["cost"], p["accuracy"]) for p in triage], single_accuracy, single_costs),
-            "avengers": anchored_aiq([(p["cost"], p["accuracy"]) for p in avengers], single_accuracy, single_costs),
-            "cost_range": [cmin, cmax],
-            # How far the difference moves when the test rows are resampled (1,000 paired bootstrap resamples).
-            "difference_interval_95": aiq_difference_interval(test_s, test_c, triage_choices, avengers_choices),
-        }
+    triage, triage_choices, margined = _knob_sweep(policy, est, models, test_s, test_c)
+    avengers_choices = [baseline.choose(test_x, alpha) for alpha in ALPHAS]
+    avengers = [AlphaPoint(alpha, *picked(test_s, test_c, chosen))
+                for alpha, chosen in zip(ALPHAS, avengers_choices, strict=True)]
+    single = {m: Point(float(test_s[:, j].mean()), float(test_c[:, j].mean())) for j, m in enumerate(models)}
+    best_single = max(single, key=lambda m: (single[m].accuracy, -single[m].cost))
+    best_point = max(triage, key=lambda p: (p.accuracy, -p.cost))
+    matching = [p for p in triage if p.accuracy >= single[best_single].accuracy - 1e-12]
+    cheapest = min(matching, key=lambda p: (p.cost, p.knob)) if matching else None
+    domain_router, per_domain = None, None
     if test_domains is not None and domain_best is not None:
-        result.update(_by_domain(models, test_s, test_c, est, triage_choice, margined, list(test_domains),
-                                 domain_best))
-    if policy.artifact.refine is not None:
-        result["refined_rate"] = float(est.refined.mean())  # in-domain test rows the refine embedder re-scored
-    result["in_domain_ood_scores"] = est.ood_score
-    result["clusters"] = est.cluster
+        domain_router, per_domain = _by_domain(models, test_s, test_c, est, triage_choices[-1], margined,
+                                               list(test_domains), domain_best)
+    ood, ood_scores = None, None
     if ood_x is not None and ood_s is not None and ood_c is not None and len(ood_x):
-        ood_est = policy.estimate(ood_x, rows_of(ood_refine))
-        g = models.index(policy.artifact.generalist)
-        chosen, ood_reasons = policy.choose(ood_est, np.ones(len(ood_x)))
-        acc, cost = picked(ood_s, ood_c, chosen)
-        result["ood"] = {
-            "n": len(ood_x),
-            "auroc": auroc(est.ood_score, ood_est.ood_score),
-            "flagged_rate": float(ood_est.is_ood.mean()),
-            "in_domain_flagged_rate": float(est.is_ood.mean()),
-            "ood_margin_rate": float(np.mean([r == "ood_margin" for r in ood_reasons])),  # at knob 1
-            "in_domain_ood_margin_rate": float(margined.mean()),
-            "routed_accuracy_knob1": acc,
-            "generalist_accuracy": float(ood_s[:, g].mean()),
-            "best_single_accuracy": float(ood_s.mean(axis=0).max()),
-        }
-        result["ood_scores"] = ood_est.ood_score
-    return result
+        ood, ood_scores = _held_out(policy, models, est, margined, ood_x, ood_s, ood_c, ood_refine)
+    return EvalResult(
+        n=n,
+        has_cost=max(p.cost for p in single.values()) > min(p.cost for p in single.values()),
+        triage=triage,
+        avengers=avengers,
+        single=single,
+        oracle=Point(*oracle(test_s, test_c)),
+        random=Point(*random_router(test_s, test_c)),
+        best_single=best_single,
+        best=KnobChoice(best_point.knob, best_point.accuracy, best_point.cost),
+        cheapest_knob_matching_best_single=(KnobChoice(cheapest.knob, cheapest.accuracy, cheapest.cost)
+                                            if cheapest is not None else None),
+        knob1_minus_best_single=triage[-1].accuracy - single[best_single].accuracy,
+        # Paired over the same rows: the standard error of the mean per-row difference.
+        knob1_minus_best_single_se=paired_se(test_s[np.arange(n), triage_choices[-1]],
+                                             test_s[:, models.index(best_single)]),
+        triage_frontier=frontier([(p.cost, p.accuracy) for p in triage]),
+        aiq=_aiq(test_s, test_c, single, triage, avengers, triage_choices, avengers_choices),
+        domain_router=domain_router,
+        per_domain=per_domain,
+        # in-domain test rows the refine embedder re-scored
+        refined_rate=float(est.refined.mean()) if policy.artifact.refine is not None else None,
+        ood=ood,
+        in_domain_ood_scores=est.ood_score,
+        clusters=est.cluster,
+        ood_scores=ood_scores,
+    )
+
+
+def _knob_sweep(
+    policy: Policy, est: Estimates, models: list[str], scores: Floats, costs: Floats
+) -> tuple[list[KnobPoint], list[npt.NDArray[np.intp]], npt.NDArray[np.bool_]]:
+    """Triage at every knob, each knob's per-row choices, and the rows the OOD margin sent to the generalist at
+    knob 1 (the last knob)."""
+    points, choices = [], []
+    margined = np.zeros(len(scores), dtype=bool)
+    for knob in KNOBS:
+        chosen, reasons = policy.choose(est, np.full(len(scores), knob))
+        choices.append(chosen)
+        margined = np.array([r == "ood_margin" for r in reasons], dtype=bool)
+        points.append(KnobPoint(
+            knob,
+            *picked(scores, costs, chosen),
+            ood_fallback_rate=float(np.mean([r == "ood_fallback" for r in reasons])),
+            ood_margin_rate=float(margined.mean()),
+            cliff_rate=float(np.mean([r == "cliff" for r in reasons])),
+            share={m: float(np.mean(chosen == j)) for j, m in enumerate(models)},
+        ))
+    return points, choices, margined
+
+
+def _aiq(
+    scores: Floats, costs: Floats, single: dict[str, Point], triage: list[KnobPoint], avengers: list[AlphaPoint],
+    triage_choices: list[npt.NDArray[np.intp]], avengers_choices: list[npt.NDArray[np.intp]],
+) -> AiqComparison | None:
+    """AIQ of both routers, None when every model costs the same (no cost axis to integrate over)."""
+    single_cost = [p.cost for p in single.values()]
+    if max(single_cost) <= min(single_cost):
+        return None
+    # Every router may also send everything to the cheapest model, so its point anchors both hulls: a router
+    # that only reaches the dear end gets no credit for the cheap end it cannot serve.
+    single_accuracy = [p.accuracy for p in single.values()]
+    return AiqComparison(
+        triage=anchored_aiq([(p.cost, p.accuracy) for p in triage], single_accuracy, single_cost),
+        avengers=anchored_aiq([(p.cost, p.accuracy) for p in avengers], single_accuracy, single_cost),
+        cost_range=[min(single_cost), max(single_cost)],
+        # How far the difference moves when the test rows are resampled (1,000 paired bootstrap resamples).
+        difference_interval_95=aiq_difference_interval(scores, costs, triage_choices, avengers_choices),
+    )
+
+
+def _held_out(
+    policy: Policy, models: list[str], est: Estimates, margined: npt.NDArray[np.bool_], ood_x: Matrix,
+    ood_s: Floats, ood_c: Floats, ood_refine: Matrix | None,
+) -> tuple[OodSummary, Floats]:
+    """The held-out domains' rows against the in-domain test rows (``est``), and their OOD scores."""
+    ood_est = policy.estimate(ood_x, rows_of(ood_refine))
+    g = models.index(policy.artifact.generalist)
+    chosen, reasons = policy.choose(ood_est, np.ones(len(ood_x)))
+    summary = OodSummary(
+        n=len(ood_x),
+        auroc=auroc(est.ood_score, ood_est.ood_score),
+        flagged_rate=float(ood_est.is_ood.mean()),
+        in_domain_flagged_rate=float(est.is_ood.mean()),
+        ood_margin_rate=float(np.mean([r == "ood_margin" for r in reasons])),
+        in_domain_ood_margin_rate=float(margined.mean()),
+        routed_accuracy_knob1=picked(ood_s, ood_c, chosen)[0],
+        generalist_accuracy=float(ood_s[:, g].mean()),
+        best_single_accuracy=float(ood_s.mean(axis=0).max()),
+    )
+    return summary, ood_est.ood_score
 
 
 def _by_domain(models: list[str], scores: Floats, costs: Floats, est: Estimates, triage_choice: npt.NDArray[np.intp],
-               margined: npt.NDArray[np.bool_], domains: list[str], domain_best: Mapping[str, int]) -> dict[str, Any]:
+               margined: npt.NDArray[np.bool_], domains: list[str], domain_best: Mapping[str, int],
+               ) -> tuple[Point, list[DomainRow]]:
     labels = np.array(domains)
     pick = np.array([domain_best[d] for d in domains], dtype=np.intp)
-    acc, cost = picked(scores, costs, pick)
     rows = np.arange(len(scores))
     per_domain = []
     for d, n in sorted(Counter(domains).items(), key=lambda item: (-item[1], item[0])):
         m = labels == d
         j = domain_best[d]
-        per_domain.append({
-            "domain": d,
-            "n": n,
-            "triage_knob1": float(scores[rows[m], triage_choice[m]].mean()),
-            "ood_flagged_rate": float(est.is_ood[m].mean()),
-            "ood_margin_rate": float(margined[m].mean()),  # sent to the generalist by the OOD margin, knob 1
-            "train_best": models[j],
-            "train_best_accuracy": float(scores[m, j].mean()),
-            "test_best_accuracy": float(scores[m].mean(axis=0).max()),
-        })
-    return {"domain_router": {"accuracy": acc, "cost": cost}, "per_domain": per_domain}
+        per_domain.append(DomainRow(
+            domain=d,
+            n=n,
+            triage_knob1=float(scores[rows[m], triage_choice[m]].mean()),
+            ood_flagged_rate=float(est.is_ood[m].mean()),
+            ood_margin_rate=float(margined[m].mean()),
+            train_best=models[j],
+            train_best_accuracy=float(scores[m, j].mean()),
+            test_best_accuracy=float(scores[m].mean(axis=0).max()),
+        ))
+    return Point(*picked(scores, costs, pick)), per_domain

@@ -23,6 +23,17 @@ from calibration.embeddings import EmbeddingCache, Encoder
 from calibration.evaluation import rows_of
 from calibration.fit import FitConfig, FitResult, fit
 from calibration.metrics import auroc, paired_se
+from calibration.options import (
+    UsageError,
+    add_domain_options,
+    add_embedder_options,
+    add_ood_method_option,
+    check_selection_folds,
+    domain_options,
+    encoder_from,
+    make_encoder,
+    ood_options,
+)
 from calibration.pricing import priced_scores
 from router.policy import Policy
 
@@ -172,18 +183,6 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str], encoder: Encoder | None = None, refine_encoder: Encoder | None = None) -> int:
-    from calibration.cli import (
-        UsageError,
-        add_domain_options,
-        add_embedder_options,
-        add_ood_method_option,
-        check_selection_folds,
-        domain_options,
-        encoder_from,
-        make_encoder,
-        ood_options,
-    )
-
     parser = argparse.ArgumentParser(prog="triage eval --leave-one-domain-out")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from calibration.eval_result import EvalResult, KnobPoint
+
 SINGLE_MARKERS = ("^", "v", "D", "<", ">", "P", "X", "h", "p", "8")
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
 
@@ -103,20 +105,20 @@ def heatmap(
     _save(fig, path)
 
 
-def accuracy_bars(path: Path, result: dict[str, Any], title: str) -> None:
+def accuracy_bars(path: Path, result: EvalResult, title: str) -> None:
     """Equal prices: there is no cost axis, so compare accuracies as bars from 0."""
     plt = _plt()
-    best_av = max(result["avengers"], key=lambda p: p["accuracy"])
+    best_av = max(result.avengers, key=lambda p: p.accuracy)
     bars = [
-        ("oracle", result["oracle"]["accuracy"], "gold"),
-        ("Triage knob 1", result["triage"][-1]["accuracy"], "C0"),
-        (f"Avengers-Pro-style (alpha {best_av['alpha']:g})", best_av["accuracy"], "C1"),
+        ("oracle", result.oracle.accuracy, "gold"),
+        ("Triage knob 1", result.triage[-1].accuracy, "C0"),
+        (f"Avengers-Pro-style (alpha {best_av.alpha:g})", best_av.accuracy, "C1"),
     ]
     bars += [
-        (short(m), v["accuracy"], "0.6")
-        for m, v in sorted(result["single"].items(), key=lambda kv: -kv[1]["accuracy"])
+        (short(m), v.accuracy, "0.6")
+        for m, v in sorted(result.single.items(), key=lambda kv: -kv[1].accuracy)
     ]
-    bars.append(("random", result["random"]["accuracy"], "0.3"))
+    bars.append(("random", result.random.accuracy, "0.3"))
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(bars) + 1.5))
     names, values, colours = zip(*bars, strict=True)
     ax.barh(range(len(bars)), values, color=colours)
@@ -132,16 +134,16 @@ def accuracy_bars(path: Path, result: dict[str, Any], title: str) -> None:
     _save(fig, path)
 
 
-def knob_labels(points: list[dict[str, Any]], min_gap: float = 0.04) -> list[tuple[str, float, float]]:
+def knob_labels(points: list[KnobPoint], min_gap: float = 0.04) -> list[tuple[str, float, float]]:
     """(label, cost, accuracy) for the knob sweep's operating points: knobs that land on one point share a label
     ("0.3-0.5"), and a point closer than ``min_gap`` (a fraction of the sweep's extent on each axis) to the last
     labelled one is left unlabelled, so labels do not print over each other; the last point is always labelled."""
     groups: list[tuple[list[float], float, float]] = []
     for p in points:
-        if groups and np.isclose(groups[-1][1], p["cost"]) and np.isclose(groups[-1][2], p["accuracy"]):
-            groups[-1][0].append(p["knob"])
+        if groups and np.isclose(groups[-1][1], p.cost) and np.isclose(groups[-1][2], p.accuracy):
+            groups[-1][0].append(p.knob)
         else:
-            groups.append(([p["knob"]], p["cost"], p["accuracy"]))
+            groups.append(([p.knob], p.cost, p.accuracy))
     span = [max(np.ptp([g[i] for g in groups]), 1e-12) for i in (1, 2)]
 
     def far(a: tuple[list[float], float, float], b: tuple[list[float], float, float]) -> bool:
@@ -156,28 +158,28 @@ def knob_labels(points: list[dict[str, Any]], min_gap: float = 0.04) -> list[tup
     return [(f"{k[0]:g}" if len(k) == 1 else f"{k[0]:g}-{k[-1]:g}", c, a) for k, c, a in kept]
 
 
-def frontier_plot(path: Path, result: dict[str, Any], title: str) -> None:
-    if not result["has_cost"]:
+def frontier_plot(path: Path, result: EvalResult, title: str) -> None:
+    if not result.has_cost:
         accuracy_bars(path, result, title)
         return
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    tri = result["triage"]
-    ax.plot([p["cost"] for p in tri], [p["accuracy"] for p in tri], "o-", color="C0", ms=4, zorder=4,
+    tri = result.triage
+    ax.plot([p.cost for p in tri], [p.accuracy for p in tri], "o-", color="C0", ms=4, zorder=4,
             label="Triage (labels: knob, 0..1)")
     for i, (label, cost, accuracy) in enumerate(knob_labels(tri)):
         ax.annotate(label, (cost, accuracy), fontsize=6, color="C0", textcoords="offset points",
                     xytext=(5, -11) if i % 2 else (5, 5))
-    av = result["avengers"]
-    ax.plot([p["cost"] for p in av], [p["accuracy"] for p in av], "s--", color="C1", ms=3, alpha=0.8, zorder=3,
+    av = result.avengers
+    ax.plot([p.cost for p in av], [p.accuracy for p in av], "s--", color="C1", ms=3, alpha=0.8, zorder=3,
             label="Avengers-Pro-style clusters (alpha 0..1)")
-    for i, (m, v) in enumerate(result["single"].items()):
+    for i, (m, v) in enumerate(result.single.items()):
         # Hollow markers of distinct shapes: two models at nearly one point both stay visible.
-        ax.scatter(v["cost"], v["accuracy"], marker=SINGLE_MARKERS[i % len(SINGLE_MARKERS)], s=55, zorder=5,
+        ax.scatter(v.cost, v.accuracy, marker=SINGLE_MARKERS[i % len(SINGLE_MARKERS)], s=55, zorder=5,
                    facecolors="none", edgecolors=f"C{(i + 2) % 10}", linewidths=1.4, label=short(m))
-    ax.scatter(result["oracle"]["cost"], result["oracle"]["accuracy"], marker="*", s=140, color="gold",
+    ax.scatter(result.oracle.cost, result.oracle.accuracy, marker="*", s=140, color="gold",
                edgecolor="k", zorder=6, label="oracle")
-    ax.scatter(result["random"]["cost"], result["random"]["accuracy"], marker="x", s=60, color="k", zorder=6,
+    ax.scatter(result.random.cost, result.random.accuracy, marker="x", s=60, color="k", zorder=6,
                label="random")
     ax.set_xlabel("mean cost per query (USD)")
     ax.set_ylabel("accuracy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from calibration.eval_result import EvalResult
 from calibration.fit import FitResult
 from calibration.plots import short
 
@@ -104,104 +105,20 @@ def cost_line(info: dict[str, Any]) -> str:
     return f"- cost: {source}"
 
 
-def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> str:
-    has_cost = result["has_cost"]
-
-    def money(c: float) -> str:
-        return f"{c:.6f}" if has_cost else "equal"
-
+def eval_report(result: EvalResult, command: str, info: dict[str, Any]) -> str:
     lines = [
         "# Triage evaluation report",
         "",
         f"Command: `{command}`",
         "",
         f"- artifact: k={info['k']}, generalist `{info['generalist']}`, embedder {info['embedder']}",
-        f"- evaluated on {result['n']} in-domain rows not used for fitting ({info['rows']}); cost: "
+        f"- evaluated on {result.n} in-domain rows not used for fitting ({info['rows']}); cost: "
         f"{info['cost_source']}",
         "",
     ]
     if "cost_mismatch" in info:
         lines += [f"**Warning**: {info['cost_mismatch']}.", ""]
-    if not has_cost:
-        lines += ["**Every model costs the same here** (no cost in the rows, no prices): the knob changes accuracy "
-                  "only, and no knob is cheaper than another.", ""]
-    if result["has_cost"]:
-        a = result["aiq"]
-        lines += [
-            f"**AIQ** (cost range of the single models {a['cost_range'][0]:.6f}–{a['cost_range'][1]:.6f} USD per "
-            "query): "
-            f"Triage {a['triage']:.4f}, Avengers-Pro-style {a['avengers']:.4f} (difference "
-            f"{a['triage'] - a['avengers']:+.4f}; 95 % paired bootstrap interval "
-            f"{a['difference_interval_95'][0]:+.4f} to {a['difference_interval_95'][1]:+.4f})",
-            "",
-        ]
-    bs = result["best_single"]
-    lines += [
-        f"**Knob 1**: {pct(result['triage'][-1]['accuracy'])} % vs best single model `{bs}` "
-        f"{pct(result['single'][bs]['accuracy'])} % ({100 * result['knob1_minus_best_single']:+.2f} pts, "
-        f"paired standard error {100 * result['knob1_minus_best_single_se']:.2f})",
-        f"**Best accuracy**: {pct(result['best']['accuracy'])} % at knob {result['best']['knob']}"
-        + (f" (cost {money(result['best']['cost'])} USD per query)" if has_cost else ""),
-    ]
-    cm = result["cheapest_knob_matching_best_single"]
-    if has_cost:
-        lines.append(
-            "**Cheapest knob matching the best single model**: "
-            + (f"knob {cm['knob']} ({pct(cm['accuracy'])} %, cost {money(cm['cost'])} USD per query)" if cm
-               else "none")
-        )
-    cost_header = "mean cost (USD per query)" if has_cost else "mean cost (all equal)"
-    lines += ["", f"| router | setting | accuracy % | {cost_header} |", "|---|---|---|---|"]
-    for p in result["triage"]:
-        lines.append(f"| Triage | knob {p['knob']} | {pct(p['accuracy'])} | {money(p['cost'])} |")
-    for p in result["avengers"][::4]:
-        lines.append(
-            f"| Avengers-Pro-style | alpha {p['alpha']} | {pct(p['accuracy'])} | {money(p['cost'])} |"
-        )
-    for m, v in result["single"].items():
-        lines.append(f"| single | {m} | {pct(v['accuracy'])} | {money(v['cost'])} |")
-    lines.append(
-        f"| oracle | best per query | {pct(result['oracle']['accuracy'])} | "
-        f"{money(result['oracle']['cost'])} |"
-    )
-    lines.append(
-        f"| random | uniform | {pct(result['random']['accuracy'])} | {money(result['random']['cost'])} |"
-    )
-    if "domain_router" in result:
-        d = result["domain_router"]
-        lines.append(f"| domain router | told each query's domain: that domain's best model on the fitted rows | "
-                     f"{pct(d['accuracy'])} | {money(d['cost'])} |")
-        lines += [
-            "",
-            "## Per domain, knob 1",
-            "",
-            "The domain router is a baseline that is told each query's domain label (the router is not) and sends",
-            "it to the model with the best accuracy on that domain's fitted rows: the gain there is to take by",
-            "recognising domains alone.",
-            "",
-            "| domain | n | Triage % | flagged OOD % | OOD margin % | domain's best model (fitted rows) "
-            "| its accuracy % | best model on these rows % |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in result["per_domain"]:
-            lines.append(f"| {r['domain']} | {r['n']} | {pct(r['triage_knob1'])} | {pct(r['ood_flagged_rate'])} | "
-                         f"{pct(r['ood_margin_rate'])} | {r['train_best']} | {pct(r['train_best_accuracy'])} | "
-                         f"{pct(r['test_best_accuracy'])} |")
-    if "ood" in result:
-        o = result["ood"]
-        lines += [
-            "",
-            "## Out of domain",
-            "",
-            f"{o['n']} rows from domains held out of fitting ({info['ood_rows']}).",
-            f"- AUROC of the OOD score (held-out domains vs in-domain test): {o['auroc']:.4f}",
-            f"- flagged: {pct(o['flagged_rate'])} % of held-out-domain rows, "
-            f"{pct(o['in_domain_flagged_rate'])} % of in-domain rows",
-            f"- sent to the generalist by the OOD margin at knob 1: {pct(o['ood_margin_rate'])} % of held-out-domain "
-            f"rows, {pct(o['in_domain_ood_margin_rate'])} % of in-domain rows",
-            f"- routed accuracy at knob 1: {pct(o['routed_accuracy_knob1'])} % vs generalist "
-            f"{pct(o['generalist_accuracy'])} % (best single on them {pct(o['best_single_accuracy'])} %)",
-        ]
+    lines += headline(result) + router_table(result) + per_domain_section(result) + held_out_section(result, info)
     lines += [
         "",
         "![frontier](frontier.png)",
@@ -212,6 +129,103 @@ def eval_report(result: dict[str, Any], command: str, info: dict[str, Any]) -> s
         "",
     ]
     return "\n".join(lines)
+
+
+def money(result: EvalResult, cost: float) -> str:
+    return f"{cost:.6f}" if result.has_cost else "equal"
+
+
+def headline(result: EvalResult) -> list[str]:
+    """AIQ, knob 1 against the best single model, the best knob and the cheapest one that matches that model."""
+    lines = []
+    if not result.has_cost:
+        lines += ["**Every model costs the same here** (no cost in the rows, no prices): the knob changes accuracy "
+                  "only, and no knob is cheaper than another.", ""]
+    if result.aiq is not None:
+        a = result.aiq
+        lines += [
+            f"**AIQ** (cost range of the single models {a.cost_range[0]:.6f}–{a.cost_range[1]:.6f} USD per "
+            "query): "
+            f"Triage {a.triage:.4f}, Avengers-Pro-style {a.avengers:.4f} (difference "
+            f"{a.triage - a.avengers:+.4f}; 95 % paired bootstrap interval "
+            f"{a.difference_interval_95[0]:+.4f} to {a.difference_interval_95[1]:+.4f})",
+            "",
+        ]
+    bs = result.best_single
+    lines += [
+        f"**Knob 1**: {pct(result.knob1.accuracy)} % vs best single model `{bs}` "
+        f"{pct(result.single[bs].accuracy)} % ({100 * result.knob1_minus_best_single:+.2f} pts, "
+        f"paired standard error {100 * result.knob1_minus_best_single_se:.2f})",
+        f"**Best accuracy**: {pct(result.best.accuracy)} % at knob {result.best.knob}"
+        + (f" (cost {money(result, result.best.cost)} USD per query)" if result.has_cost else ""),
+    ]
+    cm = result.cheapest_knob_matching_best_single
+    if result.has_cost:
+        lines.append(
+            "**Cheapest knob matching the best single model**: "
+            + (f"knob {cm.knob} ({pct(cm.accuracy)} %, cost {money(result, cm.cost)} USD per query)" if cm
+               else "none")
+        )
+    return lines
+
+
+def router_table(result: EvalResult) -> list[str]:
+    """Every router's accuracy and mean cost: Triage per knob, the baseline per alpha, single models, oracle,
+    random and the domain router."""
+    cost_header = "mean cost (USD per query)" if result.has_cost else "mean cost (all equal)"
+    lines = ["", f"| router | setting | accuracy % | {cost_header} |", "|---|---|---|---|"]
+    lines += [f"| Triage | knob {p.knob} | {pct(p.accuracy)} | {money(result, p.cost)} |" for p in result.triage]
+    lines += [f"| Avengers-Pro-style | alpha {q.alpha} | {pct(q.accuracy)} | {money(result, q.cost)} |"
+              for q in result.avengers[::4]]
+    lines += [f"| single | {m} | {pct(v.accuracy)} | {money(result, v.cost)} |" for m, v in result.single.items()]
+    lines.append(f"| oracle | best per query | {pct(result.oracle.accuracy)} | {money(result, result.oracle.cost)} |")
+    lines.append(f"| random | uniform | {pct(result.random.accuracy)} | {money(result, result.random.cost)} |")
+    if result.domain_router is not None:
+        d = result.domain_router
+        lines.append(f"| domain router | told each query's domain: that domain's best model on the fitted rows | "
+                     f"{pct(d.accuracy)} | {money(result, d.cost)} |")
+    return lines
+
+
+def per_domain_section(result: EvalResult) -> list[str]:
+    if result.domain_router is None or result.per_domain is None:
+        return []
+    lines = [
+        "",
+        "## Per domain, knob 1",
+        "",
+        "The domain router is a baseline that is told each query's domain label (the router is not) and sends",
+        "it to the model with the best accuracy on that domain's fitted rows: the gain there is to take by",
+        "recognising domains alone.",
+        "",
+        "| domain | n | Triage % | flagged OOD % | OOD margin % | domain's best model (fitted rows) "
+        "| its accuracy % | best model on these rows % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.per_domain:
+        lines.append(f"| {r.domain} | {r.n} | {pct(r.triage_knob1)} | {pct(r.ood_flagged_rate)} | "
+                     f"{pct(r.ood_margin_rate)} | {r.train_best} | {pct(r.train_best_accuracy)} | "
+                     f"{pct(r.test_best_accuracy)} |")
+    return lines
+
+
+def held_out_section(result: EvalResult, info: dict[str, Any]) -> list[str]:
+    if result.ood is None:
+        return []
+    o = result.ood
+    return [
+        "",
+        "## Out of domain",
+        "",
+        f"{o.n} rows from domains held out of fitting ({info['ood_rows']}).",
+        f"- AUROC of the OOD score (held-out domains vs in-domain test): {o.auroc:.4f}",
+        f"- flagged: {pct(o.flagged_rate)} % of held-out-domain rows, "
+        f"{pct(o.in_domain_flagged_rate)} % of in-domain rows",
+        f"- sent to the generalist by the OOD margin at knob 1: {pct(o.ood_margin_rate)} % of held-out-domain "
+        f"rows, {pct(o.in_domain_ood_margin_rate)} % of in-domain rows",
+        f"- routed accuracy at knob 1: {pct(o.routed_accuracy_knob1)} % vs generalist "
+        f"{pct(o.generalist_accuracy)} % (best single on them {pct(o.best_single_accuracy)} %)",
+    ]
 
 
 def ood_line(fit: FitResult, info: dict[str, Any]) -> str:

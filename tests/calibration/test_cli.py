@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from calibration.cli import main, ood_axis
+from calibration.cli import main
+from calibration.eval_command import ood_axis
 from calibration.fit import FitConfig
 from router.artifact import Artifact
 from router.policy import Policy
@@ -67,6 +68,10 @@ def test_calibrate_then_eval(tmp_path: Path, synthetic_file: Path, fake_encoder:
     )
     assert fake_encoder.calls == calls + 1  # train embeddings came from the cache; only test rows were new
     report = json.loads((rep / "report.json").read_text())
+    assert list(report) == ["n", "has_cost", "triage", "avengers", "single", "oracle", "random", "best_single", "best",
+                            "cheapest_knob_matching_best_single", "knob1_minus_best_single",
+                            "knob1_minus_best_single_se", "triage_frontier", "aiq", "domain_router", "per_domain",
+                            "info"]  # no held-out rows and no refine tier: no "ood", no "refined_rate"
     assert [p["knob"] for p in report["triage"]] == [round(0.1 * i, 1) for i in range(11)]
     knob1 = report["triage"][-1]["accuracy"]
     assert knob1 > max(v["accuracy"] for v in report["single"].values())  # routing beats every single model

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.eval_result import KnobPoint
 from calibration.plots import cliff_title, empty_cells, heatmap, knob_labels, selection_plot, short
 
 
@@ -26,8 +27,8 @@ def test_cliff_title_names_held_out_domains_only_when_there_are_some() -> None:
 
 
 def test_knobs_on_one_point_share_a_label_and_crowded_labels_give_way() -> None:
-    def sweep(*rows: tuple[float, float, float]) -> list[dict[str, float]]:
-        return [{"knob": k, "cost": c, "accuracy": a} for k, c, a in rows]
+    def sweep(*rows: tuple[float, float, float]) -> list[KnobPoint]:
+        return [KnobPoint(k, a, c, 0.0, 0.0, 0.0, {}) for k, c, a in rows]
 
     points = sweep((0.0, 1.0, 0.5), (0.1, 1.0, 0.5), (0.2, 2.0, 0.6), (0.3, 3.0, 0.7), (0.4, 3.0, 0.7))
     assert knob_labels(points) == [("0-0.1", 1.0, 0.5), ("0.2", 2.0, 0.6), ("0.3-0.4", 3.0, 0.7)]
