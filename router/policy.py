@@ -23,7 +23,8 @@ nearest calibration queries, or, in artifacts with a domain detector (router/ood
 units of its thresholds. Below the line, a detector with an OOD margin (``DomainDetector.margin``) lowers every
 specialist's expected accuracy by a margin that grows as the score (by default its energy part) nears the line,
 so a specialist must beat the generalist by that much to answer ("ood_margin" when that sends the query to the
-generalist). Ties go to the cheaper model, then to the generalist, then to the artifact's model order.
+generalist). Ties go to the more accurate model (expected accuracy as the utility reads it), then to the cheaper,
+then to the generalist, then to the artifact's model order.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from router.ood import DomainScorer, KnnScorer, OodScorer, Refiner, knn
 
 __all__ = ["TIE", "Candidate", "Decision", "Estimates", "Policy", "Refiner"]
 
-TIE = 1e-9  # utilities this close are a tie: float noise must not beat the cheaper model
+TIE = 1e-9  # utilities this close are a tie: float noise must not decide it
+ACCURACY_TIE = 1e-12  # expected accuracies this close are equal: then the cheaper model
 
 
 @dataclass(frozen=True)
@@ -184,11 +186,15 @@ class Policy:
         self, est: Estimates, knobs: npt.NDArray[np.float64], avail: npt.NDArray[np.bool_]
     ) -> npt.NDArray[np.float64]:
         """(n, m) utility per row and model, with the OOD margin taken off the specialists' accuracy."""
-        accuracy = est.accuracy
-        if est.margin is not None:
-            specialist = np.arange(accuracy.shape[1]) != self.generalist_index
-            accuracy = accuracy - est.margin[:, None] * specialist[None, :]
-        return self._utility(accuracy, est.cost, knobs, avail)
+        return self._utility(self._accuracy(est), est.cost, knobs, avail)
+
+    def _accuracy(self, est: Estimates) -> npt.NDArray[np.float64]:
+        """(n, m) expected accuracy as the utility reads it: the OOD margin taken off the specialists."""
+        if est.margin is None:
+            return est.accuracy
+        specialist = np.arange(est.accuracy.shape[1]) != self.generalist_index
+        out: npt.NDArray[np.float64] = est.accuracy - est.margin[:, None] * specialist[None, :]
+        return out
 
     def _utility(
         self, accuracy: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], knobs: npt.NDArray[np.float64],
@@ -207,13 +213,17 @@ class Policy:
         return out
 
     def _argmax(
-        self, utility: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]
+        self, utility: npt.NDArray[np.float64], accuracy: npt.NDArray[np.float64], cost: npt.NDArray[np.float64],
+        mask: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.intp]:
-        """Best masked column per row; ties: cheaper, then the generalist, then model order."""
+        """Best masked column per row; ties: more accurate, then cheaper, then the generalist, then model order.
+        (With equal prices every utility at knob 0 ties: the most accurate model costs nothing more.)"""
         u = np.where(mask, utility, -np.inf)
         best = u.max(axis=1, keepdims=True)
         tied = mask & (u >= best - TIE)
-        # Among tied: lowest cost; among equal cost the generalist; else the first in model order.
+        a = np.where(tied, accuracy, -np.inf)
+        tied &= a >= a.max(axis=1, keepdims=True) - ACCURACY_TIE
+        # Among those: lowest cost; among equal cost the generalist; else the first in model order.
         c = np.where(tied, cost, np.inf)
         cheapest = tied & (c <= c.min(axis=1, keepdims=True) + 1e-15)
         g = self.generalist_index
@@ -239,15 +249,16 @@ class Policy:
         utility: npt.NDArray[np.float64],
     ) -> tuple[npt.NDArray[np.intp], list[str]]:
         g = self.generalist_index
-        chosen = self._argmax(utility, est.cost, eligible)
-        unconstrained = self._argmax(utility, est.cost, np.broadcast_to(avail, eligible.shape))
+        accuracy = self._accuracy(est)
+        chosen = self._argmax(utility, accuracy, est.cost, eligible)
+        unconstrained = self._argmax(utility, accuracy, est.cost, np.broadcast_to(avail, eligible.shape))
         # The margin's doing: the generalist now, another model without the margin.
         margined = np.zeros(len(chosen), dtype=bool)
         if est.margin is not None:
             rows = np.flatnonzero((chosen == g) & (est.margin > 0))
             if len(rows):  # those rows' choice without the margin
                 plain = self._utility(est.accuracy[rows], est.cost[rows], knobs[rows], avail)
-                margined[rows] = self._argmax(plain, est.cost[rows], eligible[rows]) != g
+                margined[rows] = self._argmax(plain, est.accuracy[rows], est.cost[rows], eligible[rows]) != g
         chosen = np.where(est.is_ood, g, chosen)
         reasons = [
             "ood_fallback" if o else ("ood_margin" if mg else ("cliff" if self.artifact.cliff[c, u] else "best"))
@@ -301,6 +312,7 @@ class Policy:
                 key=lambda c: (
                     c.model != first,
                     -c.utility,
+                    -c.expected_accuracy,
                     c.expected_cost,
                     c.model != self.artifact.generalist,
                 )

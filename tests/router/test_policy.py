@@ -50,6 +50,21 @@ def test_ood_goes_to_generalist(tmp_path: Path) -> None:
     assert {c.excluded_by for c in d.candidates if c.model != "general"} == {"ood"}
 
 
+def test_equal_prices_send_knob_zero_to_the_most_accurate_model(tmp_path: Path) -> None:
+    """With one price for every model, cost cannot separate them: every utility at knob 0 is the same, and the tie
+    goes to the most accurate eligible model, not to the generalist (nothing is saved by a worse answer)."""
+    p = policy(tmp_path, cost=[1.0, 1.0, 1.0])
+    in_0, in_1 = p.decide(np.vstack([unit(IN_CLUSTER_0), unit(IN_CLUSTER_1)]), 0.0)
+    assert (in_0.model, in_0.reason) == ("special", "best")  # 0.9 against the generalist's 0.6
+    assert len({c.utility for c in in_0.candidates}) == 1  # a tie, broken on expected accuracy
+    assert [c.model for c in in_0.candidates] == ["special", "general", "cheap"]
+    assert (in_1.model, in_1.reason) == ("general", "best")  # 'special' is past its cliff in cluster 1
+    # Equal accuracy too: the generalist; an OOD query still goes to it whatever the estimates.
+    same = policy(tmp_path / "b", estimate=[[0.7, 0.7, 0.7], [0.7, 0.7, 0.7]], cost=[1.0, 1.0, 1.0], cliffs={})
+    assert same.decide(unit(IN_CLUSTER_0), 0.0)[0].model == "general"
+    assert p.decide(unit(FAR_AWAY), 0.0)[0].model == "general"
+
+
 def test_ties_go_to_cheaper_then_generalist(tmp_path: Path) -> None:
     p = policy(tmp_path, estimate=[[0.7, 0.7, 0.7], [0.7, 0.7, 0.7]], cost=[1.0, 1.0, 1.0], cliffs={})
     (d,) = p.decide(unit(IN_CLUSTER_0), 1.0)
