@@ -7,8 +7,9 @@ answered; a later turn goes back to it (reason ``sticky``) unless
 
 - the turn is out of domain, or that backend is past its cliff for the turn's cluster (the usual rules win);
 - that backend is down, or over its queue budget (it is not among the eligible candidates);
-- its expected accuracy for this turn is more than ``sessions.tolerance`` below the policy's choice: the
-  conversation moved to another specialist's domain;
+- the turn's likeliest calibration domain is not the conversation's (``sessions.follow_domain``, artifacts with
+  a domain level), or the backend's expected accuracy for it is more than ``sessions.tolerance`` below the
+  policy's choice: the conversation moved to another domain;
 - the caller asks for ``{"triage": {"fresh": true}}``.
 
 A Responses API request with ``previous_response_id`` goes to the backend that produced that response, whose
@@ -59,13 +60,17 @@ def response_scope(response_id: str, key: ApiKey | None) -> str:
     return f"response:{tenant}:{response_id[:256]}"
 
 
-def keeps(decision: Decision, previous: str, tolerance: float) -> str | None:
+def keeps(decision: Decision, previous: str, tolerance: float, previous_domain: str = "",
+          follow_domain: bool = True) -> str | None:
     """None if the conversation's backend ``previous`` may answer this turn; else why not (the re-route cause:
-    ood, cliff, down, moved)."""
+    ood, cliff, down, moved). With ``follow_domain``, a turn whose likeliest calibration domain differs from the
+    conversation's (artifacts with a domain level) is a move to another domain, decided anew."""
     if decision.model == previous:
         return None
     if decision.is_ood:
         return "ood"
+    if follow_domain and decision.domain and previous_domain and decision.domain != previous_domain:
+        return "moved"
     candidate = next((c for c in decision.candidates if c.model == previous), None)
     if candidate is None or candidate.excluded_by == "unavailable":
         return "down"
@@ -84,10 +89,11 @@ class Sessions:
         self.settings = settings
         self.state = state
 
-    async def backend(self, scope: str) -> str | None:
-        record = await self.state.recall(scope)
-        backend = (record or {}).get("backend")
-        return backend if isinstance(backend, str) else None
+    async def backend(self, scope: str) -> tuple[str, str] | None:
+        """(backend, domain) of the conversation's last turn, or None."""
+        record = await self.state.recall(scope) or {}
+        backend, domain = record.get("backend"), record.get("domain")
+        return (backend, domain if isinstance(domain, str) else "") if isinstance(backend, str) else None
 
-    async def remember(self, scope: str, backend: str) -> None:
-        await self.state.remember(scope, {"backend": backend}, self.settings.ttl_s)
+    async def remember(self, scope: str, backend: str, domain: str = "") -> None:
+        await self.state.remember(scope, {"backend": backend, "domain": domain}, self.settings.ttl_s)

@@ -110,7 +110,7 @@ async def model(model_id: str, triage: TriageDep, _: KeyDep) -> ModelCard:
 
 @api.post("/v1/feedback", responses=ERRORS)
 async def feedback(body: FeedbackRequest, triage: TriageDep, key: KeyDep) -> dict[str, Any]:
-    await triage.feedback(body.request_id, body.score, key)
+    await triage.accounting.feedback(body.request_id, body.score, key)
     return {"request_id": body.request_id, "recorded": True}
 
 

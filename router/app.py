@@ -98,8 +98,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # numpy's BLAS pool (the policy's matrix products) gets its own cap, 1 by default: on a machine shared
-        # with model servers its default pool made decision p99 4x worse (bench/scaling.py), and beside a
-        # 2-thread model its spinning threads cut decisions/s at 32 clients from ~1,050 to ~630.
+        # with model servers a default pool's spinning threads slow both the policy and the embedding model.
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(settings.embedder.blas_threads)
@@ -121,8 +120,8 @@ def create_app(
         await decider.start()
         pool.start()
         # What is loaded now (the embedding model, the artifact, the libraries) lives as long as the process:
-        # out of the collector's reach, a full collection no longer walks it. With torch loaded one took ~0.2 s,
-        # and that pause was the p99 of 64 concurrent streams (bench/README.md, "Pauses and bursts").
+        # out of the collector's reach, a full collection no longer walks it: with torch loaded such a pause
+        # would otherwise land in the tail latency of concurrent streams.
         gc.collect()
         gc.freeze()
         app.state.triage = triage

@@ -12,15 +12,14 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
+from router.accounting import Accounting
 from router.admission import SPILLOVER
-from router.affinity import Session, Sessions, keeps, response_scope, session_of
+from router.affinity import Sessions, keeps, response_scope, session_of
 from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
 from router.decider import Decider
@@ -30,13 +29,12 @@ from router.errors import (
     BackendRateLimited,
     InvalidRequest,
     NoBackendAvailable,
-    NotFound,
     NotReady,
     TriageError,
     UnknownModel,
     sse_error,
 )
-from router.limits import Limits, Reservation, prompt_estimate
+from router.limits import Limits, prompt_estimate
 from router.metrics import Metrics
 from router.policy import Decision
 from router.protocol import (
@@ -47,7 +45,8 @@ from router.protocol import (
     ModelCard,
     ResponsesRequest,
 )
-from router.reasons import FALLBACKS, Reason
+from router.reasons import Reason
+from router.routed import Routed
 from router.routing import Routing
 from router.settings import ApiKey, Settings
 from router.sse import UsageTap, usage_of
@@ -58,51 +57,6 @@ Endpoint = Literal["chat", "completion", "responses"]
 PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions", "responses": "/responses"}
 AnyRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
 PROMPT_PARAM = {"ChatCompletionRequest": "messages", "CompletionRequest": "prompt", "ResponsesRequest": "input"}
-
-
-@dataclass
-class Routed:
-    """What Triage decided for one request, and what happened to it."""
-
-    request_id: str
-    backend: str
-    reason: str
-    knob: float | None = None
-    cluster: int = -1
-    ood_score: float | None = None
-    decision: Decision | None = None
-    chain: list[str] = field(default_factory=list)
-    decision_seconds: float = 0.0
-    key: ApiKey | None = None
-    reservation: Reservation | None = None  # the key's tokens held for this request until it ends
-    prompt_estimate: int = 0  # charged, with the tokens relayed, when a stream is dropped before its usage
-    replica: str | None = None  # the index of the backend's replica that answered
-    max_queue_ms: float | None = None  # the request's queue budget (None: the config's pool.max_queue_ms)
-    session: Session | None = None  # the conversation this turn belongs to (router/affinity.py)
-
-    def expected_accuracy(self) -> float | None:
-        if self.decision is None:
-            return None
-        return next((c.expected_accuracy for c in self.decision.candidates if c.model == self.backend), None)
-
-    def headers(self) -> dict[str, str]:
-        headers = {"x-request-id": self.request_id, "x-triage-backend": self.backend,
-                   "x-triage-reason": self.reason, "x-triage-cluster": str(self.cluster)}
-        if self.replica is not None:
-            headers["x-triage-replica"] = self.replica
-        if self.session is not None:
-            headers["x-triage-session"] = self.session.id
-        if self.knob is not None:
-            headers["x-triage-knob"] = f"{self.knob:g}"
-        if self.ood_score is not None:
-            headers["x-triage-ood-score"] = f"{self.ood_score:.4f}"
-        accuracy = self.expected_accuracy()
-        if accuracy is not None:
-            headers["x-triage-expected-accuracy"] = f"{accuracy:.4f}"
-        if self.decision is not None and self.decision.domain:
-            # Domain names come from calibration data: percent-encoded, a header value stays ASCII.
-            headers["x-triage-domain"] = quote(self.decision.domain, safe="")
-        return headers
 
 
 def parse_knob(model: str, default: float) -> float:
@@ -144,6 +98,7 @@ class Triage:
         self.authenticator = authenticator
         self.limits = limits if limits is not None else Limits(settings.limits)
         self.sessions = Sessions(settings.sessions, self.limits.state)
+        self.accounting = Accounting(settings, pool, metrics, self.limits, decisions, lambda: self.reference_model)
         self.check_routing(routing)
 
     # ---- routing table ---------------------------------------------------------------------------
@@ -260,19 +215,21 @@ class Triage:
         assert routed.decision is not None
         previous_response = getattr(request, "previous_response_id", None)
         if previous_response:  # that backend's store holds the conversation: only it can continue it
-            backend = await self.sessions.backend(response_scope(previous_response, key))
-            if backend is not None and backend in self.pool:
-                self._stick(routed, backend)
+            known = await self.sessions.backend(response_scope(previous_response, key))
+            if known is not None and known[0] in self.pool:
+                self._stick(routed, known[0])
             return
         routed.session = session_of(request, header, key)
         if routed.session is None or not routed.session.later:
             return
-        previous = await self.sessions.backend(routed.session.scope)
-        if previous is None or previous not in self.pool:
+        known = await self.sessions.backend(routed.session.scope)
+        if known is None or known[0] not in self.pool:
             return
+        previous, domain = known
         options = request.triage
+        sessions = self.settings.sessions
         cause = "fresh" if options is not None and options.fresh else keeps(
-            routed.decision, previous, self.settings.sessions.tolerance)
+            routed.decision, previous, sessions.tolerance, domain, sessions.follow_domain)
         if cause is None:
             self._stick(routed, previous)
         else:
@@ -325,17 +282,18 @@ class Triage:
         try:
             result = await self._call(routed, PATHS[endpoint], body_for, wants_stream)
         except BackendClientError as exc:
-            self._account(routed, started, None, "client_error")
+            self.accounting.account(routed, started, None, "client_error")
             return JSONResponse(exc.body, status_code=exc.status, headers=routed.headers())
         except TriageError:
-            self._account(routed, started, None, "backend_error")
+            self.accounting.account(routed, started, None, "backend_error")
             raise
         # Before the answer leaves: feedback may come through another replica as soon as the client has it.
         await self.limits.state.remember(routed.request_id, {
             "backend": routed.backend, "cluster": routed.cluster, "key": routed.key.sha256 if routed.key else None,
         }, self.settings.state.feedback_window_s)
         if routed.session is not None:
-            await self.sessions.remember(routed.session.scope, routed.backend)
+            domain = routed.decision.domain if routed.decision is not None else ""
+            await self.sessions.remember(routed.session.scope, routed.backend, domain)
         if isinstance(result, Stream):
             return StreamingResponse(
                 self._relay(routed, result, started, client_usage),
@@ -344,7 +302,7 @@ class Triage:
             )
         if endpoint == "responses" and isinstance(result.get("id"), str):
             await self.sessions.remember(response_scope(result["id"], key), routed.backend)
-        self._account(routed, started, usage_of(result.get("usage")), "ok")
+        self.accounting.account(routed, started, usage_of(result.get("usage")), "ok")
         if "model" in result:  # the caller sees the backend Triage chose, not the backend's served model id
             result["model"] = routed.backend
         return JSONResponse(result, headers=routed.headers())
@@ -409,7 +367,7 @@ class Triage:
             # Account before the client sees the end of the stream, so metrics are in place when it reads them.
             nonlocal outcome, accounted
             outcome, accounted = result, True
-            self._account(routed, started, tap.usage, outcome)
+            self.accounting.account(routed, started, tap.usage, outcome)
 
         # A backend that stalls mid-stream must not hang the client: the whole stream has a deadline.
         deadline = asyncio.get_running_loop().time() + self.pool[routed.backend].settings.timeouts.total
@@ -445,56 +403,4 @@ class Triage:
             if not accounted:
                 # A dropped stream is charged what it already relayed: the prompt and the tokens sent.
                 usage = tap.usage or (tap.relayed_usage(routed.prompt_estimate) if outcome == "cancelled" else None)
-                self._account(routed, started, usage, outcome)
-
-    # ---- accounting ------------------------------------------------------------------------------
-    def _account(self, routed: Routed, started: float, usage: dict[str, Any] | None, outcome: str) -> None:
-        metrics = self.metrics
-        backend = routed.backend
-        seconds = time.perf_counter() - started + routed.decision_seconds
-        metrics.requests.labels(backend, str(routed.cluster), routed.reason, outcome).inc()
-        metrics.request_seconds.labels(backend).observe(seconds)
-        if routed.ood_score is not None:
-            metrics.ood_score.observe(routed.ood_score)
-        if routed.reason in FALLBACKS:
-            metrics.fallbacks.labels(routed.reason).inc()
-        accuracy = routed.expected_accuracy()
-        if accuracy is not None:
-            metrics.expected_accuracy.labels(backend).observe(accuracy)
-        prompt = int((usage or {}).get("prompt_tokens") or 0)
-        completion = int((usage or {}).get("completion_tokens") or 0)
-        cost = self.pool[backend].settings.price_per_mtok.cost(prompt, completion)
-        self.limits.settle(routed.reservation, prompt + completion)
-        if usage:
-            metrics.tokens.labels(backend, "prompt").inc(prompt)
-            metrics.tokens.labels(backend, "completion").inc(completion)
-            metrics.cost_usd.labels(backend).inc(cost)
-            reference = self.reference_model
-            if reference in self.pool:
-                metrics.counterfactual_cost_usd.inc(self.pool[reference].settings.price_per_mtok.cost(
-                    prompt, completion))
-        self.decisions.decision({
-            "request_id": routed.request_id, "time": time.time(), "backend": backend, "cluster": routed.cluster,
-            "knob": routed.knob, "ood_score": routed.ood_score, "reason": routed.reason, "outcome": outcome,
-            "expected_accuracy": accuracy, "prompt_tokens": prompt, "completion_tokens": completion,
-            "cost_usd": cost, "latency_s": round(seconds, 6), "key": routed.key.name if routed.key else None,
-        })
-
-    async def feedback(self, request_id: str, score: float, key: ApiKey | None) -> None:
-        """Records a score for a request this key made (or any, with the admin key), once, within the window.
-        Another key's request id is answered like an unknown one: ids are not confirmed to other keys."""
-        record = await self.limits.state.recall(request_id)
-        owner = record.get("key") if record is not None else None
-        if record is None or (key is not None and not key.admin and owner != key.sha256):
-            window = self.settings.state.feedback_window_s
-            raise NotFound(f"no request with id {request_id!r} made with this key in the last {window:g} s",
-                           param="request_id")
-        backend, cluster = str(record["backend"]), int(record["cluster"])
-        now = time.time()
-        claim = {"score": score, "time": now, "key": key.name if key else None}
-        if not await self.limits.state.claim_feedback(request_id, claim, self.settings.state.feedback_window_s):
-            raise InvalidRequest(f"feedback for request {request_id!r} was already recorded", param="request_id")
-        self.metrics.feedback_score.labels(backend).observe(score)
-        self.metrics.feedback.labels(backend).inc()
-        self.decisions.feedback(request_id, score, now, backend=backend, cluster=cluster,
-                                key=key.name if key else None)
+                self.accounting.account(routed, started, usage, outcome)

@@ -142,7 +142,7 @@ class EmbedderSettings(BaseModel):
     threads: int = Field(1, ge=1, description="model threads; 1 keeps co-located model servers fast")
     blas_threads: int = Field(
         1, ge=1, description="numpy's BLAS threads for the policy's matrix products, separate from the model's: "
-        "OpenBLAS threads that spin after each product slowed a 2-thread model by 40 % (bench/README.md)")
+        "OpenBLAS threads that spin after each product slow a co-located model")
     url: str | None = Field(None, description="backend remote: the service's OpenAI base URL, e.g. http://h:8200/v1")
     model: str | None = Field(None, description="backend remote: the model id the service serves")
     remote_timeout_s: float = Field(2.0, gt=0, description="backend remote: one call's limit")
@@ -246,6 +246,8 @@ class SessionSettings(BaseModel):
     ttl_s: float = Field(3600.0, gt=0, description="a conversation's backend is remembered this long")
     tolerance: float = Field(0.05, ge=0, le=1, description="a later turn stays on the conversation's backend while "
                              "its expected accuracy is at most this far below the policy's choice")
+    follow_domain: bool = Field(True, description="a turn whose likeliest calibration domain changed is decided "
+                                "anew (artifacts with a domain level)")
 
 
 class StateSettings(BaseModel):

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from router.app import create_app
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 from router.settings import Settings, load_settings
 from tests.server import serve
 from tests.vllm_server import LocalVLLM
@@ -149,3 +149,28 @@ def _port_from(line: str) -> int:
     digits = "".join(ch if ch.isdigit() else " " for ch in line.rsplit(":", 1)[-1]).split()
     assert digits, f"unexpected first line from the fake server: {line!r}"
     return int(digits[0])
+
+
+def test_the_responses_api_through_triage_to_vllm(triage_url: tuple[str, CollectorRegistry]) -> None:
+    base_url, registry = triage_url
+    sdk = client(base_url)
+    raw = sdk.responses.with_raw_response.create(model="triage", input=MATH, instructions="Answer briefly.",
+                                                 max_output_tokens=24, temperature=0)
+    response = raw.parse()
+    backend = raw.headers["x-triage-backend"]
+    assert response.output_text.strip()
+    assert response.model == backend  # the backend Triage chose, not vLLM's served id
+    assert response.usage is not None and response.usage.output_tokens > 0
+    assert registry.get_sample_value("triage_tokens_total", {"backend": backend, "kind": "completion"}) == \
+        response.usage.output_tokens
+    with sdk.responses.with_streaming_response.create(model="triage", input="Name three colours.",
+                                                      max_output_tokens=16, temperature=0, stream=True) as stream:
+        streamed_backend = stream.headers["x-triage-backend"]
+        events = list(stream.parse())
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 2 and "".join(deltas).strip()
+    completed = [e for e in events if e.type == "response.completed"]
+    assert completed and completed[0].response.model == streamed_backend
+    usage = completed[0].response.usage
+    assert usage is not None and registry.get_sample_value(
+        "triage_tokens_total", {"backend": streamed_backend, "kind": "completion"}) >= usage.output_tokens
