@@ -13,11 +13,11 @@ detector's scores on the original and the rewritten texts, per domain:
 - ``chat``: the short text inside a user's phrasing ("Quick question: ...", ``chat``), a template chosen by the row id.
 
 With ``--augment`` it also calibrates a second artifact on the TRAIN rows plus their ``stripped`` and ``short``
-copies (``augmented_rows``: same scores, ids suffixed; the ``chat`` wrapper is never trained on), written as a
-temporary JSONL that ``triage calibrate --data`` reads, and prints the same table for it. With ``--eval`` it runs
-``triage eval`` on the original data's test rows for both artifacts (``--eval-rows N``: a stratified sample of N
-test rows plus the out-of-domain rows in proportion, the same sample for both) and prints knob-1 accuracy, AIQ
-where the data has costs, and OOD AUROC side by side.
+copies (``--augment-with`` names others; ``augmented_rows``: same scores, ids suffixed; the ``chat`` wrapper is
+never trained on), written as a JSONL under the work directory that ``triage calibrate --data`` reads, and prints
+the same table for it. With ``--eval`` it runs ``triage eval`` on the original data's test rows for both artifacts
+(``--eval-rows N``: a stratified sample of N test rows plus the out-of-domain rows in proportion, the same sample
+for both) and prints knob-1 accuracy, AIQ where the data has costs, and OOD AUROC side by side.
 
     .venv/bin/python -m bench.ood_format [--per-domain 100] [--augment] [--eval [--eval-rows N]]
 
@@ -139,8 +139,9 @@ def variants(row: dict[str, Any]) -> dict[str, str]:
             "chat": chat(short, row["id"])}
 
 
-def augmented_rows(rows: Iterable[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
-    """The ``split`` rows, each followed by its TRAINED_VARIANTS copies that differ from it (same scores/costs)."""
+def augmented_rows(rows: Iterable[dict[str, Any]], split: str = "train",
+                   added: Sequence[str] = TRAINED_VARIANTS) -> list[dict[str, Any]]:
+    """The ``split`` rows, each followed by its ``added`` copies that differ from it (same scores/costs)."""
     out: list[dict[str, Any]] = []
     for row in rows:
         if row["split"] != split:
@@ -148,7 +149,7 @@ def augmented_rows(rows: Iterable[dict[str, Any]], split: str = "train") -> list
         out.append(row)
         seen = {row["query"]}
         forms = variants(row)
-        for name in TRAINED_VARIANTS:
+        for name in added:
             text = forms[name]
             if text and text not in seen:
                 seen.add(text)
@@ -226,19 +227,8 @@ def summary(decisions: Sequence[Any], generalist: str) -> dict[str, float]:
     }
 
 
-def format_table(name: str, results: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = [f"### {name}", "",
-             "| domain | n | " + " | ".join(f"{v} median / p90 / past line / to generalist" for v in VARIANTS) + " |",
-             "|---|---:|" + "---|" * len(VARIANTS)]
-    for domain, per_variant in results.items():
-        cells = [f"{s['median']:+.2f} / {s['p90']:+.2f} / {s['ood']:.1%} / {s['to_generalist']:.1%}"
-                 for s in (per_variant[v] for v in VARIANTS)]
-        lines.append(f"| {domain} | {per_variant['original']['n']:.0f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def format_table_rows(name: str, results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One line per (domain, variant): easier to read in a terminal than the wide markdown table."""
+    """One line per (domain, variant)."""
     lines = [f"{name}", f"{'domain':16s} {'variant':9s} {'n':>5s} {'median':>7s} {'p90':>7s} {'past line':>10s} "
              f"{'to generalist':>14s}"]
     for domain, per_variant in results.items():
@@ -304,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-domain", type=int, default=100, help="test rows per in-domain domain")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument("--augment", action="store_true", help="also calibrate on train + stripped/short copies")
+    parser.add_argument("--augment-with", default=",".join(TRAINED_VARIANTS),
+                        help="the variants --augment adds (comma-separated; default: %(default)s)")
     parser.add_argument("--eval", action="store_true", help="triage eval (test rows) for each artifact")
     parser.add_argument("--eval-rows", type=int, default=0, help="a stratified sample of test rows (0: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -316,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir / args.embedder
     artifacts = {"default": calibrate(args.data, workdir / "default", args.generalist, args.embedder)}
     if args.augment:
-        augmented = write_jsonl(augmented_rows(rows), workdir / "train_augmented.jsonl")
+        added = [v.strip() for v in args.augment_with.split(",") if v.strip()]
+        if not added or not set(added) <= set(VARIANTS) - {"original"}:
+            parser.error(f"--augment-with: choose from {', '.join(VARIANTS[1:])}")
+        augmented = write_jsonl(augmented_rows(rows, added=added), workdir / f"train_augmented_{'_'.join(added)}.jsonl")
         # named by the rows' digest: a change to the rules calibrates a fresh artifact instead of reusing one
         digest = hashlib.sha256(augmented.read_bytes()).hexdigest()[:10]
         artifacts["augmented"] = calibrate(augmented, workdir / f"augmented-{digest}", args.generalist,
