@@ -19,6 +19,8 @@ from router.embedding.torch import Embedder
 from router.settings import EmbedderSettings
 from tests.server import serve
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def embedding_service(encoder: OnnxEmbedder, bodies: list[dict[str, Any]]) -> FastAPI:
     """A real HTTP embedding service in OpenAI's shape, running the packaged MiniLM (its ONNX export)."""
@@ -109,3 +111,33 @@ def test_load_encoder_builds_the_service_with_its_in_process_fallback(onnx_dir: 
     remote.close()
     with pytest.raises(EmbedderError, match="needs url and model"):
         load_encoder(EmbedderSettings(backend="remote", onnx_path=str(onnx_dir)))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_cpu_serving_the_packaged_minilm_gives_the_in_process_vectors(
+    embedder: Embedder, routing_queries: list[str], tmp_path: Path
+) -> None:
+    """vllm-cpu runs all-MiniLM-L6-v2 as a pooling model (mean pooling and normalisation read from the
+    sentence-transformers config); one artifact serves the router with either embedder (~2 min to start)."""
+    from bench.harness.fleet import free_port
+    from router.embedding import default_model_path
+    from specialists import launcher
+
+    port = free_port()
+    argv = [str(REPO / ".venv-vllm" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(default_model_path()), "--served-model-name", "minilm", "--runner", "pooling",
+            "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)]
+    server = launcher.start(f"test-vllm-embed-{port}", argv, port=port, served_names=["minilm"], run_dir=tmp_path,
+                            env={"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"})
+    try:
+        launcher.wait_ready(server, 600)
+        remote = RemoteEmbedder(EmbedderSettings(backend="remote", url=f"http://127.0.0.1:{port}/v1", model="minilm",
+                                                 remote_fallback="none", remote_timeout_s=300))
+        texts = routing_queries[:100] + ["Prove that the square root of two is irrational. " * 60]  # past the window
+        cosine = (remote.encode(texts) * embedder.encode(texts)).sum(axis=1)
+        remote.close()
+    finally:
+        launcher.stop(server, grace=10)
+    # Measured here: min 0.9999987 over 101 RouterDC queries.
+    assert cosine.min() >= 0.9999 and remote.dim == 384
