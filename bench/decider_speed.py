@@ -34,12 +34,12 @@ async def measure(backend: str, threads: int, artifact: Path, queries: list[str]
 
     from router.artifact import Artifact
     from router.decider import Decider
-    from router.onnx_embedder import load_encoder
+    from router.embedding import load_encoder
     from router.policy import Policy
     from router.settings import EmbedderSettings
 
     settings = EmbedderSettings.model_validate({**CONFIGS[backend][0], "threads": threads, "cache_size": 0})
-    encoder = load_encoder(settings, settings.backend, settings.onnx_path)
+    encoder = load_encoder(settings)
     threadpool_limits(settings.blas_threads)  # as the router's app does: the policy's BLAS apart from the model
     policy = Policy(Artifact.load(artifact, embedder_name=encoder.name, embedder_dim=encoder.dim))
     decider = Decider(encoder, settings)

@@ -31,7 +31,7 @@ from bench.harness.stack import artifact_models, ensure_artifact
 class HashEncoder:
     """all-MiniLM-L6-v2's name and dimension, a hash's vectors: decisions are made, just not meaningful ones."""
 
-    name, dim = "all-MiniLM-L6-v2", 384
+    name, dim, max_tokens = "all-MiniLM-L6-v2", 384, 256
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -12,8 +12,8 @@ OOD calls; MiniLM re-scores the queries whose static OOD score is in the upper h
 ones). Prints AIQ (datasets with a cost dimension), accuracy at knob 1, OOD AUROC where the eval has
 held-out domains, the share of in-domain test queries the tiered router refined, and the differences to
 MiniLM. The issue's rule: a change that alters routing keeps AIQ and accuracy within 0.5 points and OOD
-AUROC within 0.01. Needs ``models/minilm-static`` (``python -m router.static_embedder --out ...``) and
-``models/minilm-onnx-int8`` (``python -m router.onnx_export --int8-out ...``).
+AUROC within 0.01. Needs ``models/minilm-static`` (``python -m router.embedding_tools.distil --out ...``) and
+``models/minilm-onnx-int8`` (``python -m router.embedding_tools.export --int8-out ...``).
 """
 
 from __future__ import annotations

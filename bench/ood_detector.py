@@ -37,14 +37,16 @@ import json
 import statistics
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bench.harness.train_rows import TrainRows, load
 from calibration.data import hash_fraction
-from calibration.fit import KNOBS, FitConfig, FitResult, quality
+from calibration.fit import FitConfig, FitResult
 from calibration.lodo import policy_from
+from calibration.selection import KNOBS, quality
 from router.policy import Policy
 
 # name -> None (the kNN distance) or the detector's (margin at the line, where it starts, the score it reads)
@@ -129,8 +131,8 @@ def ood_share(reasons: list[str]) -> float:
 
 def speed(artifact: Path, rounds: int) -> None:
     from bench.harness.datasets import ROOT
-    from calibration.cli import make_encoder
     from calibration.embeddings import EmbeddingCache
+    from calibration.options import make_encoder
     from router.artifact import Artifact
 
     art = Artifact.load(artifact)
@@ -139,10 +141,9 @@ def speed(artifact: Path, rounds: int) -> None:
     rows = [json.loads(line) for line in (ROOT / "routerdc_7model.jsonl").read_text().split("\n") if line]
     queries = [r["query"] for r in rows if r["split"] == "test"][: min(rounds, 2000)]
     x = EmbeddingCache(make_encoder(2)).embed(queries, progress=False)
-    knn_art = Artifact.load(artifact)
-    knn_art.ood_detector = None  # the kNN distance against the threshold the same validation rows gave
-    knn_art.ood_threshold = float(json.loads((artifact / "ood.json").read_text())["held_out_quantiles"]["0.95"])
-    knn_art.ood_cluster_thresholds = np.full(knn_art.k, knn_art.ood_threshold)
+    # The kNN distance against the threshold the same validation rows gave.
+    threshold = float(json.loads((artifact / "ood.json").read_text())["held_out_quantiles"]["0.95"])
+    knn_art = replace(art, ood_detector=None, ood_threshold=threshold, ood_cluster_thresholds=None)
     policies = {"domain detector": Policy(art), "kNN distance": Policy(knn_art)}
     times: dict[str, list[float]] = {name: [] for name in policies}
     for i in range(rounds):

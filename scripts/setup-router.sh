@@ -20,7 +20,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # The same embedding model exported to ONNX (same vectors; no torch at run time), and its int8 copy (its own
 # vectors: an option, bench/README.md); both reused when up to date.
-.venv/bin/python -m router.onnx_export --out models/minilm-onnx --int8-out models/minilm-onnx-int8
+.venv/bin/python -m router.embedding_tools.export --out models/minilm-onnx --int8-out models/minilm-onnx-int8
 # The static (model2vec) table distilled from it: an option for speed (bench/README.md says what it costs).
-[ -f models/minilm-static/triage.json ] || .venv/bin/python -m router.static_embedder --out models/minilm-static
+# TQDM_DISABLE: model2vec draws a progress bar over ~30k tokens, which a log file keeps as hundreds of updates.
+[ -f models/minilm-static/triage.json ] \
+  || TQDM_DISABLE=1 .venv/bin/python -m router.embedding_tools.distil --out models/minilm-static
 echo "[setup] router environment ready (.venv, models/minilm-onnx, models/minilm-onnx-int8, models/minilm-static)"

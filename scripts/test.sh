@@ -8,6 +8,11 @@ export TRIAGE_TEST_DATA="${DATA:-../shared/data}"
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# The scale-out tests: Redis (shared state), haproxy (the balancer in front of 3 replicas), kubectl (kustomize).
+# Debian ships kubectl as kubernetes-client. haproxy installs to /usr/sbin.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[test] installing Debian packages: ${missing[*]}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 
 REPO = Path(__file__).resolve().parent.parent
 GENERALIST = "cognitivecomputations/dolphin-2.9-llama3-8b"

@@ -9,7 +9,7 @@ import pytest
 
 from calibration.cli import main
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 
 ROUTERDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "routerdc_7model.jsonl"
 

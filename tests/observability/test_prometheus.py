@@ -19,7 +19,7 @@ import pytest
 from bench.harness.prometheus import Prometheus, dashboard_queries, grafana_to_promql, run_prometheus
 from router.app import create_app
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 from tests.fakes import FakeBackend, fleet_config
 from tests.server import serve
 

@@ -22,7 +22,7 @@ from bench.harness.fleet import FakeProcess, fleet_config
 from bench.harness.synthetic import write_synthetic_artifact
 from router.app import create_app
 from router.artifact import Artifact
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 from router.settings import load_settings
 from tests.reliability.rig import HEALTHY, Rig, RigFactory
 from tests.server import serve

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.onnx_export import export
+from router.embedding_tools.export import export
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT_DIR = REPO / "var" / "cache" / "onnx" / "minilm"  # reused across sessions while the weights are the same
