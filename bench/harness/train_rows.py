@@ -44,7 +44,7 @@ class TrainRows:
 
 
 def load(name: str) -> TrainRows:
-    from calibration.cli import choose_generalist, make_encoder
+    from calibration.options import choose_generalist, make_encoder
 
     spec = DATASETS[name]
     data = load_scores(ROOT / spec["data"], Path(spec["prices"]) if "prices" in spec else None)
