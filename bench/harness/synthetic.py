@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from calibration.bundle import write_artifact
-from calibration.fit import FitResult, beta_table
+from calibration.fit import FitResult
+from calibration.table import beta_table
 from router.artifact import Artifact
 
 EMBEDDER_NAME, EMBEDDER_DIM = "all-MiniLM-L6-v2", 384
