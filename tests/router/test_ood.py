@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.fit import FitConfig, fit, mahalanobis_fit, use_domain_detector
+from calibration.fit import FitConfig, fit
+from calibration.oodfit import mahalanobis_fit, use_domain_detector
 from router.artifact import Artifact
 from router.domains import DomainLevel
-from router.embedder import Embedder
+from router.embedding.torch import Embedder
 from router.ood import DomainDetector, joint_thresholds
 from router.policy import Policy
 
