@@ -199,8 +199,10 @@ class Replica:
                 self.load.scrape = scrape
                 self.show_load()
 
-    def _failed(self, what: str) -> BackendError:
-        self.circuit.record_failure()
+    def _failed(self, what: str, unreachable: bool = False) -> BackendError:
+        """``unreachable``: nothing answered in time (refused, reset, timed out), as when the server died or
+        hangs; the replica is suspect at once. A server that answers badly (5xx) counts toward the threshold."""
+        self.circuit.record_failure(suspect=unreachable)
         self._count("failed")
         return BackendError(f"backend {self.backend!r} {what}")
 
@@ -223,9 +225,9 @@ class Replica:
                 async with asyncio.timeout(self.settings.timeouts.total):
                     response = await self.client.post(path, json=body, headers=self._headers())
             except (httpx.TimeoutException, TimeoutError):
-                raise self._failed("timed out") from None
+                raise self._failed("timed out", unreachable=True) from None
             except httpx.HTTPError:
-                raise self._failed("unreachable") from None
+                raise self._failed("unreachable", unreachable=True) from None
             if response.status_code >= 400:
                 raise self._refused(response.status_code, response.content, response.headers)
             try:
@@ -265,9 +267,9 @@ class Replica:
             if isinstance(exc, StopAsyncIteration):
                 raise self._failed("closed the stream before the first chunk") from None
             if isinstance(exc, httpx.TimeoutException | TimeoutError):
-                raise self._failed("timed out before the first byte") from None
+                raise self._failed("timed out before the first byte", unreachable=True) from None
             if isinstance(exc, httpx.HTTPError):
-                raise self._failed("unreachable") from None
+                raise self._failed("unreachable", unreachable=True) from None
             raise
         self.circuit.record_success()
         self._count("ok")

@@ -3,10 +3,12 @@
     closed --(failure_threshold consecutive failures)--> open --(open_seconds)--> half_open
     half_open --(success)--> closed        half_open --(failure)--> open
 
-Every failed call also makes the replica *suspect* at once: it leaves routing (``allows()`` is false) until a
-call or the health probe succeeds, or ``open_seconds`` pass. A killed server shows on the first request that
-meets it, not at the next probe; the threshold still decides when the circuit opens, and only a half-open trial
-closes an open one. While open, or suspect, the replica is not offered to the policy.
+A call that finds the server gone (connection refused or reset, a timeout) also makes the replica *suspect* at
+once: it leaves routing (``allows()`` is false) until a call or the health probe succeeds, or ``open_seconds``
+pass. A killed server shows on the first request that meets it, not at the next probe. A server that answers
+badly (a 5xx) is alive: that failure only counts toward the threshold, so one bad request does not take it
+out. Only a half-open trial closes an open circuit. While open, or suspect, the replica is not offered to the
+policy.
 """
 
 from __future__ import annotations
@@ -66,13 +68,16 @@ class Circuit:
             self._set("closed")
         self._tell(True)
 
-    def record_failure(self) -> None:
+    def record_failure(self, suspect: bool = True) -> None:
+        """``suspect``: the failure says the server is gone (refused, timed out), not that it answered badly."""
         self._failures += 1
-        self._suspect_since = self._clock()
+        if suspect:
+            self._suspect_since = self._clock()
         if self._state == "half_open" or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
             self._set("open")
-        self._tell(False)
+        if suspect or self._state == "open":
+            self._tell(False)
 
     def record_alive(self) -> None:
         """The health probe reached the server: no longer suspect. An open circuit stays open (a server whose

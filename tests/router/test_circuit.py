@@ -35,6 +35,14 @@ def test_one_failure_makes_it_suspect_at_once_until_a_success() -> None:
     assert health == [False, True]  # told on a change only
 
 
+def test_a_server_that_answers_badly_is_not_suspect_and_counts_toward_the_threshold() -> None:
+    circuit = Circuit(failure_threshold=2, open_seconds=10, clock=Clock())
+    circuit.record_failure(suspect=False)
+    assert circuit.allows() and not circuit.suspect
+    circuit.record_failure(suspect=False)
+    assert circuit.state == "open" and not circuit.allows()
+
+
 def test_suspicion_lapses_after_open_seconds_without_news() -> None:
     clock = Clock()
     circuit = Circuit(failure_threshold=3, open_seconds=10, clock=clock)
