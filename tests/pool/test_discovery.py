@@ -12,7 +12,7 @@ from bench.harness.fleet import FakeProcess
 from router.backends import BackendPool
 from router.discovery import Discovery, resolve
 from router.metrics import Metrics
-from router.settings import BackendSettings, DiscoverSettings, HealthSettings
+from router.settings import BackendSettings, DiscoverSettings, HealthSettings, PoolSettings
 from tests.fakes import FakeBackend
 
 
@@ -87,7 +87,8 @@ async def test_a_real_name_resolves_to_the_replica_serving_it() -> None:
     try:
         settings = BackendSettings(name="b", model="m", discover=DiscoverSettings(  # type: ignore[call-arg]
             dns="localhost", port=replica.port, refresh_s=0.05))
-        pool = BackendPool([settings], HealthSettings(probe_interval_s=0), Metrics(CollectorRegistry()))
+        pool = BackendPool([settings], HealthSettings(probe_interval_s=0), Metrics(CollectorRegistry()),
+                           pool=PoolSettings(scrape_interval_s=0))
         pool.start()
         for _ in range(100):
             if any("127.0.0.1" in r.url for r in pool["b"].replicas):
