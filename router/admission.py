@@ -21,9 +21,10 @@ from router.backends import BackendPool
 from router.errors import RateLimited
 from router.metrics import Metrics
 from router.policy import Decision
+from router.reasons import Reason
 from router.settings import PoolSettings
 
-SPILLOVER = "spillover"  # the x-triage-reason of a request that went to a less preferred model for room
+SPILLOVER = Reason.SPILLOVER  # the x-triage-reason of a request that went to a less preferred model for room
 OOD_REASONS = ("ood_fallback", "ood_margin")
 
 

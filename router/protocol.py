@@ -40,6 +40,8 @@ class TriageOptions(BaseModel):
     session: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
                                 description="conversation id: later turns stay on its backend (router/affinity.py)")
     fresh: bool = Field(False, description="decide this turn anew, ignoring the conversation's backend")
+    max_queue_ms: float | None = Field(None, ge=0, le=600_000, description="queue budget: a model whose expected "
+                                       "wait is longer hands the request to the next eligible one")
 
 
 class ChatMessage(BaseModel):

@@ -8,6 +8,7 @@
     backend_down          a better model was down (open circuit or failed probe), so the next eligible one answers
     fallback_after_error  the chosen backend failed before answering; the next in the chain did
     pinned                the caller named a backend
+    spillover             the preferred model's queue was over the request's budget: the next eligible model
     sticky                a later turn of a conversation, kept on the conversation's backend (router/affinity.py)
     no_text               nothing to embed (token-id prompts): the default route, the generalist
 """
@@ -26,9 +27,10 @@ class Reason(StrEnum):
     FALLBACK_AFTER_ERROR = "fallback_after_error"
     PINNED = "pinned"
     STICKY = "sticky"
+    SPILLOVER = "spillover"
     NO_TEXT = "no_text"
 
 
 # The reasons that mean "not the policy's first choice": triage_fallbacks_total{reason} counts these.
 FALLBACKS = (Reason.OOD_FALLBACK, Reason.OOD_MARGIN, Reason.CLIFF, Reason.BACKEND_DOWN,
-             Reason.FALLBACK_AFTER_ERROR)
+             Reason.FALLBACK_AFTER_ERROR, Reason.SPILLOVER)

@@ -205,6 +205,8 @@ class Triage:
             reason = Reason.BACKEND_DOWN
         routed = Routed(request_id, backend=chain[0], reason=reason, knob=knob, cluster=decision.cluster,
                         ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)
+        if request.triage is not None and request.triage.max_queue_ms is not None:
+            routed.max_queue_ms = request.triage.max_queue_ms
         if self.settings.sessions.enabled:
             await self._follow_conversation(routed, request, key, session_header)
         return routed

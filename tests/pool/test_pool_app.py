@@ -91,3 +91,20 @@ def test_a_saturated_pool_answers_429_with_retry_after_and_nothing_hangs(embedde
         else:
             assert response.headers["x-triage-reason"] in ("best", "spillover", "cliff", "ood_fallback",
                                                            "ood_margin")
+
+
+def test_a_request_sets_its_own_queue_budget(embedder: TextEncoder, tmp_path: Path) -> None:
+    artifact = write_synthetic_artifact(tmp_path / "artifact", k=6, models=MODELS, n_reference=600)
+    pool = {"max_queue_ms": None, "queue_timeout_s": 0.2, "queue_size": 4, "scrape_interval_s": 0}
+
+    async def burst(url: str, options: dict[str, Any]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(url + "/v1/chat/completions", json={
+                "model": "triage", "messages": [{"role": "user", "content": QUERIES[0]}], **options})
+                for _ in range(10)))
+
+    with router(artifact, embedder, tmp_path, pool, latency_s=1.0) as url:
+        unbounded = asyncio.run(burst(url, {}))  # no budget anywhere: everyone waits its turn
+        budgeted = asyncio.run(burst(url, {"triage": {"max_queue_ms": 100}}))
+    assert {r.status_code for r in unbounded} == {200}
+    assert 429 in {r.status_code for r in budgeted}
