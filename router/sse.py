@@ -28,17 +28,17 @@ def usage_of(usage: Any) -> dict[str, Any] | None:
     return usage
 
 
+# A JSON "model" member: the backend's own model id (vLLM may name its first served name whatever was asked for).
+_MODEL = re.compile(rb'"model":\s*"(?:[^"\\]|\\.)*"')
+
+
 class UsageTap:
-    """``model=(served, shown)`` rewrites the ``model`` field of every event from the backend's served model id to
-    the backend name the caller sees in ``x-triage-backend`` and ``/v1/models``."""
+    """``model=(served, shown)`` rewrites the ``model`` member of every event to the backend name the caller sees in
+    ``x-triage-backend`` and ``/v1/models``, whatever model id the backend put there."""
 
     def __init__(self, forward_usage_chunk: bool, model: tuple[str, str] | None = None) -> None:
         self.forward_usage_chunk = forward_usage_chunk
-        self._model: list[tuple[bytes, bytes]] = []
-        if model is not None and model[0] != model[1]:
-            served, shown = (json.dumps(name).encode() for name in model)
-            self._model = [(b'"model":' + served, b'"model":' + shown),
-                           (b'"model": ' + served, b'"model": ' + shown)]
+        self._model = b'"model":' + json.dumps(model[1]).encode() if model is not None else None
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.response_id: str | None = None  # a Responses API stream's response id, from response.created
@@ -58,8 +58,8 @@ class UsageTap:
             if self._keep(event):
                 if _TEXT.search(event):
                     self.relayed += 1
-                for served, shown in self._model:
-                    event = event.replace(served, shown)
+                if self._model is not None and b'"model"' in event:
+                    event = _MODEL.sub(lambda _: self._model or b"", event)
                 out += event + b"\n\n"
         return bytes(out)
 

@@ -39,3 +39,15 @@ def test_crlf_framing_is_normalised() -> None:
     tap = UsageTap(forward_usage_chunk=True)
     out = tap.feed(CHUNK.replace(b"\n", b"\r\n") + DONE)
     assert json.loads(out.split(b"\n\n")[0][6:])["choices"][0]["delta"]["content"] == "Hi"
+
+
+def test_the_model_member_names_the_chosen_backend_whatever_the_backend_said() -> None:
+    from router.sse import UsageTap
+
+    tap = UsageTap(forward_usage_chunk=True, model=("served-1", "meta-math/MetaMath-Mistral-7B"))
+    # vLLM reports its first served name whatever was asked for; a quoted "model" inside text stays as it is.
+    out = tap.feed(b'event: response.completed\ndata: {"response": {"id": "r", "model": "local/first", "output": '
+                   b'[{"text": "say \\"model\\": \\"x\\""}], "usage": {"input_tokens": 3, "output_tokens": 2}}}\n\n')
+    assert b'"model":"meta-math/MetaMath-Mistral-7B"' in out and b'\\"model\\": \\"x\\"' in out
+    assert tap.done and tap.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert tap.response_id == "r"
