@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from calibration.data import correctness, load_scores
     from calibration.embeddings import EmbeddingCache
+    from calibration.options import make_encoder
     from router.artifact import Artifact
-    from router.embedding.registry import load_encoder
     from router.policy import Policy
-    from router.settings import EmbedderSettings, SessionSettings
+    from router.settings import SessionSettings
 
     tolerance = SessionSettings().tolerance if args.tolerance is None else args.tolerance
     artifact = Artifact.load(ensure_artifact(ARTIFACT, DATA, GENERALIST))
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     same = chains(test.domains, args.turns, args.chains, switching=False, seed=args.seed)
     switching = chains(test.domains, args.turns, args.chains, switching=True, seed=args.seed + 1)
     rows = sorted({row for chain in same + switching for row in chain})
-    encoder = load_encoder(EmbedderSettings())
+    encoder = make_encoder(threads=1)  # the same MiniLM (torch) calibration used, so its cache serves
     vectors = EmbeddingCache(encoder).embed([test.queries[i] for i in rows])
     decided = Policy(artifact).decide(vectors, args.knob)
     decisions = dict(zip(rows, decided, strict=True))

@@ -1,9 +1,9 @@
 """Property-based API fuzzing with schemathesis against the app's own ``/openapi.json``: zero 5xx.
 
 Every generated request, valid (positive) and invalid (negative: wrong types, missing fields, out-of-range
-numbers), must be answered without a server error, with auth on (the admin key, so every route is reachable). Backends are healthy fakes, so a 5xx here is the
-router's own. Bounded (a fixed number of examples per operation and mode) and derandomized, so CI runs the
-same cases every time.
+numbers), must be answered without a server error, with auth on (the admin key, so every route is reachable).
+Backends are healthy fakes, so a 5xx here is the router's own. Bounded (a fixed number of examples per operation
+and mode) and derandomized, so CI runs the same cases every time.
 
 schemathesis' pytest plugin (``from_fixture``) fails on pytest 9 (``'Function' object has no attribute
 '_nodeid'``), so the operations' Hypothesis strategies are driven directly with ``@given``.
