@@ -35,7 +35,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
     """The ONNX export on OpenVINO's CPU plugin; unit-norm float32 vectors."""
 
     pad_multiple = 32
-    # Also compile the model for one query of ``pad_multiple`` tokens (bench.embedder_speed turns it off to compare).
+    # Also compile the model for one query of ``pad_multiple`` tokens (off only to compare speeds).
     single_shape = True
 
     def _open(self, model_file: Path, settings: EmbedderSettings) -> None:
