@@ -52,7 +52,7 @@ class Embedder:
         settings = settings or EmbedderSettings()
         import torch  # heavy: imported only when a model is built
 
-        # Co-located with CPU model servers, torch's default threads fight them (DESIGN.md).
+        # Co-located with CPU model servers, torch's default threads fight them for the cores.
         torch.set_num_threads(settings.threads)
         path = Path(settings.path) if settings.path else default_model_path()
         if not path.is_dir():
