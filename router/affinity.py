@@ -21,12 +21,17 @@ Records live in the shared state (router/state.py): in process by default, in Re
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.policy import Decision
+from router.reasons import Reason
 from router.settings import ApiKey, SessionSettings
 from router.state import SharedState
+
+if TYPE_CHECKING:
+    from router.routed import Routed
 
 DIGEST_CHARS = 32
 
@@ -83,7 +88,7 @@ def keeps(decision: Decision, previous: str, tolerance: float, previous_domain: 
 
 
 class Sessions:
-    """Session -> backend records in the shared state."""
+    """Session -> backend records in the shared state, and the rule that sends a later turn back."""
 
     def __init__(self, settings: SessionSettings, state: SharedState) -> None:
         self.settings = settings
@@ -97,3 +102,33 @@ class Sessions:
 
     async def remember(self, scope: str, backend: str, domain: str = "") -> None:
         await self.state.remember(scope, {"backend": backend, "domain": domain}, self.settings.ttl_s)
+
+    async def follow(self, routed: Routed, request: Any, key: ApiKey | None, header: str | None,
+                     backends: Collection[str]) -> str | None:
+        """Send a later turn back to its conversation's backend (reason ``sticky``), unless the rules above say
+        not; then the cause (``ood``, ``cliff``, ``down``, ``moved``, ``fresh``) and the decision stands."""
+        assert routed.decision is not None
+        previous_response = getattr(request, "previous_response_id", None)
+        if previous_response:  # that backend's store holds the conversation: only it can continue it
+            known = await self.backend(response_scope(previous_response, key))
+            if known is not None and known[0] in backends:
+                stick(routed, known[0])
+            return None
+        routed.session = session_of(request, header, key)
+        if routed.session is None or not routed.session.later:
+            return None
+        known = await self.backend(routed.session.scope)
+        if known is None or known[0] not in backends:
+            return None
+        previous, domain = known
+        options = request.triage
+        cause = "fresh" if options is not None and options.fresh else keeps(
+            routed.decision, previous, self.settings.tolerance, domain, self.settings.follow_domain)
+        if cause is None:
+            stick(routed, previous)
+        return cause
+
+
+def stick(routed: Routed, backend: str) -> None:
+    routed.chain = [backend, *(m for m in routed.chain if m != backend)]
+    routed.backend, routed.reason = backend, Reason.STICKY

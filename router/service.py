@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from router.accounting import Accounting
 from router.admission import SPILLOVER
-from router.affinity import Sessions, keeps, response_scope, session_of
+from router.affinity import Sessions, response_scope
 from router.auth import Authenticator
 from router.backends import BackendClientError, BackendError, BackendPool, Stream
 from router.decider import Decider
@@ -208,39 +208,10 @@ class Triage:
         if request.triage is not None and request.triage.max_queue_ms is not None:
             routed.max_queue_ms = request.triage.max_queue_ms
         if self.settings.sessions.enabled:
-            await self._follow_conversation(routed, request, key, session_header)
+            cause = await self.sessions.follow(routed, request, key, session_header, set(self.pool.backends))
+            if cause is not None:
+                self.metrics.session_reroutes.labels(cause).inc()
         return routed
-
-    async def _follow_conversation(self, routed: Routed, request: AnyRequest, key: ApiKey | None,
-                                   header: str | None) -> None:
-        """A later turn back to its conversation's backend, unless the rules of router/affinity.py say not."""
-        assert routed.decision is not None
-        previous_response = getattr(request, "previous_response_id", None)
-        if previous_response:  # that backend's store holds the conversation: only it can continue it
-            known = await self.sessions.backend(response_scope(previous_response, key))
-            if known is not None and known[0] in self.pool:
-                self._stick(routed, known[0])
-            return
-        routed.session = session_of(request, header, key)
-        if routed.session is None or not routed.session.later:
-            return
-        known = await self.sessions.backend(routed.session.scope)
-        if known is None or known[0] not in self.pool:
-            return
-        previous, domain = known
-        options = request.triage
-        sessions = self.settings.sessions
-        cause = "fresh" if options is not None and options.fresh else keeps(
-            routed.decision, previous, sessions.tolerance, domain, sessions.follow_domain)
-        if cause is None:
-            self._stick(routed, previous)
-        else:
-            self.metrics.session_reroutes.labels(cause).inc()
-
-    @staticmethod
-    def _stick(routed: Routed, backend: str) -> None:
-        routed.chain = [backend, *(m for m in routed.chain if m != backend)]
-        routed.backend, routed.reason = backend, Reason.STICKY
 
     @staticmethod
     def _avoided_down(decision: Decision, routing: Routing) -> bool:
