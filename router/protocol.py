@@ -8,7 +8,7 @@ are in the marked block.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,7 +62,19 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class _Common(BaseModel):
+class _ValidText(BaseModel):
+    """A request body whose text the embedder and the backends can read."""
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Self:
+        # Refused here, per request: text the tokenizer cannot read must never reach a shared embedding batch.
+        if _invalid_unicode(self):
+            raise ValueError("the request contains invalid Unicode (a lone UTF-16 surrogate such as \\udc80); "
+                             "send valid UTF-8 text")
+        return self
+
+
+class _Common(_ValidText):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
@@ -81,14 +93,6 @@ class _Common(BaseModel):
     user: str | None = None
     # --- Triage extensions -------------------------------------------------------------------
     triage: TriageOptions | None = None
-
-    @model_validator(mode="after")
-    def _valid_unicode(self) -> _Common:
-        # Refused here, per request: text the tokenizer cannot read must never reach a shared embedding batch.
-        if _invalid_unicode(self):
-            raise ValueError("the request contains invalid Unicode (a lone UTF-16 surrogate such as \\udc80); "
-                             "send valid UTF-8 text")
-        return self
 
     def backend_body(self, backend_model: str) -> dict[str, Any]:
         """What the backend receives: the client's body, its own model id, no Triage extensions."""
@@ -170,7 +174,7 @@ class CompletionRequest(_Common):
         return sum(len(p) if isinstance(p, str | list) else 1 for p in self.prompt)
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(_ValidText):
     """OpenAI's Responses API (``POST /v1/responses``): what Triage reads; everything else passes through."""
 
     model_config = ConfigDict(extra="allow")
@@ -193,13 +197,6 @@ class ResponsesRequest(BaseModel):
     @property
     def max_tokens(self) -> int | None:
         return self.max_output_tokens
-
-    @model_validator(mode="after")
-    def _valid_unicode(self) -> ResponsesRequest:
-        if _invalid_unicode(self):
-            raise ValueError("the request contains invalid Unicode (a lone UTF-16 surrogate such as \\udc80); "
-                             "send valid UTF-8 text")
-        return self
 
     def _texts(self, role: str) -> list[str]:
         if isinstance(self.input, str):

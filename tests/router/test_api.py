@@ -47,12 +47,13 @@ class Stack:
 
 
 @contextmanager
-def running(artifact: Artifact, embedder: Embedder, tmp_path: Path) -> Iterator[Stack]:
-    """The router on ``artifact`` over real HTTP, each backend a fake that names itself in its answer."""
-    settings = fleet_config(artifact, tmp_path, limits={"max_body_bytes": 20_000})
+def running(artifact: Artifact, embedder: object, tmp_path: Path, **extra: object) -> Iterator[Stack]:
+    """The router on ``artifact`` over real HTTP, each backend a fake that names itself in its answer; ``extra``
+    config sections replace the defaults."""
+    settings = fleet_config(artifact, tmp_path, **{"limits": {"max_body_bytes": 20_000}, **extra})
     fakes = {b.name: FakeBackend(b.model, reply=f"answer from {b.name}") for b in settings.backends}
     registry = CollectorRegistry()
-    app = create_app(settings, registry=registry, encoder=embedder,
+    app = create_app(settings, registry=registry, encoder=embedder,  # type: ignore[arg-type]
                      transport_for=lambda b: fakes[b.name].transport())
     with serve(app) as base_url:
         yield Stack(base_url, settings, fakes, registry, artifact)

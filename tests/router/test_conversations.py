@@ -15,8 +15,7 @@ import openai
 import pytest
 
 from router.artifact import Artifact
-from tests.router.test_api import IN_DOMAIN_MATH, OUT_OF_DOMAIN, Stack
-from tests.router.test_hardening import running
+from tests.router.test_api import IN_DOMAIN_MATH, OUT_OF_DOMAIN, Stack, running
 
 FOLLOW_UPS = (
     "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",

@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,23 +28,12 @@ from router.decider import Decider
 from router.policy import Policy
 from router.settings import Settings, load_settings
 from tests.fakes import FakeBackend, fleet_config
-from tests.router.test_api import IN_DOMAIN_MATH, OUT_OF_DOMAIN, Stack
+from tests.router.test_api import IN_DOMAIN_MATH, OUT_OF_DOMAIN, Stack, running
 from tests.server import serve
 
 POISON = "a \udc80 b"
 ADMIN_KEY = "sk-admin-0123456789abcdef"
 CLIENT_KEY = "sk-client-0123456789abcdef"
-
-
-@contextmanager
-def running(artifact: Artifact, encoder: object, tmp_path: Path, **extra: object) -> Iterator[Stack]:
-    settings = fleet_config(artifact, tmp_path, **extra)
-    fakes = {b.name: FakeBackend(b.model, reply=f"answer from {b.name}") for b in settings.backends}
-    registry = CollectorRegistry()
-    app = create_app(settings, registry=registry, encoder=encoder,  # type: ignore[arg-type]
-                     transport_for=lambda b: fakes[b.name].transport())
-    with serve(app) as base_url:
-        yield Stack(base_url, settings, fakes, registry, artifact)
 
 
 @pytest.fixture
