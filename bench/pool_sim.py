@@ -30,9 +30,10 @@ import json
 import math
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -272,14 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plot(runs: list[dict[str, object]], args: argparse.Namespace, path: Path) -> None:
+def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path, strategies: Sequence[str] = STRATEGIES,
+         title: str | None = None) -> None:
+    """p99 first token, accuracy and goodput against load, one line per strategy (bench.pool_live draws it too)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         mine = [r for r in runs if r["strategy"] == strategy]
         loads = [float(str(r["load"])) for r in mine]
         for ax, key, scale in ((axes[0], "ttft_p99", 1.0), (axes[1], "accuracy", 100.0),
@@ -296,8 +299,8 @@ def plot(runs: list[dict[str, object]], args: argparse.Namespace, path: Path) ->
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle(f"Simulated pool, one replica per model ({args.slots} slots, {args.service_s:g} s mean service); "
-                 "RouterDC test queries, real per-model outcomes")
+    fig.suptitle(title or f"Simulated pool, one replica per model ({args.slots} slots, {args.service_s:g} s mean "
+                 "service); RouterDC test queries, real per-model outcomes")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

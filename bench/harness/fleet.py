@@ -47,12 +47,13 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 @dataclass
 class FakeProcess:
-    """One ``python -m bench.harness.fake_openai`` process."""
+    """One ``python -m bench.harness.fake_openai`` process (or ``module``: another fake with the same options)."""
 
     served_name: str
     options: dict[str, Any] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[str] | None = None
+    module: str = "bench.harness.fake_openai"
 
     @property
     def root_url(self) -> str:
@@ -63,7 +64,7 @@ class FakeProcess:
         return self.root_url + "/v1"
 
     def start(self, timeout: float = 30.0) -> FakeProcess:
-        args = [PYTHON, "-m", "bench.harness.fake_openai", "--port", str(self.port), "--served-name", self.served_name]
+        args = [PYTHON, "-m", self.module, "--port", str(self.port), "--served-name", self.served_name]
         for key, value in self.options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
