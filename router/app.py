@@ -108,6 +108,8 @@ def create_app(
         routing = await asyncio.to_thread(Routing.load, settings.artifact, model, refine_encoder,
                                           lambda: load_encoder(settings.embedder, settings.embedder.refine_backend))
         artifact = routing.artifact
+        # Encoders built here are closed here (the remote one holds an HTTP connection pool); injected ones are not.
+        built = [e for e, given in ((model, encoder), (routing.refine_encoder, refine_encoder)) if given is None]
         metrics = Metrics(registry or CollectorRegistry())
         decider = Decider(model, settings.embedder, routing.refine_encoder)
         pool = BackendPool(settings.backends, settings.health, metrics, transport_for, settings.connections,
@@ -135,6 +137,10 @@ def create_app(
         finally:
             app.state.triage = None
             await decider.stop()
+            for built_encoder in built:
+                close = getattr(built_encoder, "close", None)
+                if close is not None:
+                    close()
             await pool.aclose()
             await limits.drain()
             await state.close()

@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML config (TRIAGE_* variables override it)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes on the one port (server.workers; above 1 needs state.redis_url)")
     serve.add_argument("--log-level", default="info")
 
     route = sub.add_parser("route", help="route queries offline, exactly as the server would")
@@ -52,20 +54,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from router.app import create_app
-    from router.server import config as server_config
+    from router.server import configure_logging, run, workers_problem
     from router.settings import ConfigError, load_settings
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every backend call and health probe at INFO: not news (router/backends.py logs changes of state)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    overrides: dict[str, Any] = {}
-    if args.host or args.port:
-        overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    configure_logging(args.log_level)
+    server: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    if args.workers is not None:
+        server["workers"] = args.workers
     try:
-        settings = load_settings(args.config, **overrides)
+        settings = load_settings(args.config, **({"server": server} if server else {}))
     except ConfigError as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 2
@@ -76,9 +73,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if problem:
         logging.getLogger("triage").warning("UNAUTHENTICATED: %s (auth.allow_unauthenticated is true)", problem)
-    app = create_app(settings)
-    uvicorn.Server(server_config(app, settings.server, args.log_level)).run()
-    return 0
+    problem = workers_problem(settings)
+    if problem:
+        print(f"triage: refusing to start: {problem} (docs/scale.md)", file=sys.stderr)
+        return 2
+    return run(settings, args.log_level)
 
 
 def route(args: argparse.Namespace) -> int:

