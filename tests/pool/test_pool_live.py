@@ -110,7 +110,8 @@ def test_a_percentile_counts_requests_that_never_got_a_first_token() -> None:
 @pytest.mark.slow
 def test_pool_live_runs_end_to_end_on_tiny_counts(artifact: Artifact, shared_data: Path, tmp_path: Path) -> None:
     assert artifact.path is not None
-    code = pool_live(["--artifact", str(artifact.path), "--data", str(shared_data / "routing" / "routerdc_7model.jsonl"),
+    data = shared_data / "routing" / "routerdc_7model.jsonl"
+    code = pool_live(["--artifact", str(artifact.path), "--data", str(data),
                       "--sample", "16", "--loads", "0.5", "--duration-s", "2", "--strategies",
                       "load-aware,round-robin", "--plan-gpus", "8", "--slots", "2", "--tokens-per-s", "100",
                       "--mean-tokens", "10", "--client-timeout-s", "5", "--out", str(tmp_path)])
