@@ -16,8 +16,9 @@ meets the same work. Side by side, at each load (times the capacity of one repli
     best-single   the calibration data's most accurate model on every replica (the least busy first): sent
                   straight to the fake replicas, not via Triage
 
-and quality-only on ``triage plan --gpus --plan-gpus``'s split of replicas at the 0.8x traffic. Every request
-streams; its time to first token is measured at the client; a client gives up after ``--client-timeout-s``
+and, at the 0.8x traffic, quality-only on ``triage plan --gpus --plan-gpus``'s split of replicas and on the
+replicas ``triage plan --qps`` asks for to keep the first token within the budget (``--first-token-budget-s``).
+Every request streams; its time to first token is measured at the client; a client gives up after ``--client-timeout-s``
 without a first token (its request then counts as over budget, and Triage cancels it at the replica). Each
 answer is scored with the data set's real outcome for the model that answered (``x-triage-backend``).
 Before the timed part, every sampled query is routed once through ``POST /v1/route``, so the router's
@@ -44,7 +45,7 @@ import numpy as np
 
 from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
 from bench.pool_sim import DATA, plot
-from router.plan import ReplicaSpec, for_gpus, shares
+from router.plan import Budget, ReplicaSpec, Row, for_gpus, for_qps, shares
 
 STRATEGIES = ("load-aware", "quality", "round-robin", "best-single")  # load-aware first: see run order below
 TOKEN_SIGMA = 0.5
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pool_live", description=__doc__.split("\n\n")[0])
     p.add_argument("--artifact", required=True)
     p.add_argument("--data", default=str(DATA))
-    p.add_argument("--sample", type=int, default=1200, help="test queries sampled; each run draws from them")
+    p.add_argument("--sample", type=int, default=700, help="test queries sampled; each run draws from them")
     p.add_argument("--duration-s", type=float, default=30.0, help="arrivals of one run span about this long")
     p.add_argument("--max-queries", type=int, default=800, help="requests in one run, at most")
     p.add_argument("--loads", default="0.3,0.8,1.5", help="offered load, times the capacity of one replica per model")
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-timeout-s", type=float, default=15.0, help="a client gives up without a first token")
     p.add_argument("--plan-gpus", type=int, default=10, help="also: quality-only on triage plan's split of N, at "
                    "the 0.8x traffic of one replica per model (0: skip)")
+    p.add_argument("--plan-budget", action=argparse.BooleanOptionalAction, default=True, help="also: quality-only "
+                   "on the replicas triage plan --qps asks for at the 0.8x traffic with --first-token-budget-s")
+    p.add_argument("--plan-budget-max", type=int, default=16, help="fake replicas started for that plan, at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="var/bench/pool_live")
     args = p.parse_args(argv)
@@ -229,7 +233,7 @@ async def run(args: argparse.Namespace) -> int:
           f"pool; {len(sample)} RouterDC test queries sampled; machine load average {os.getloadavg()[0]:.2f}",
           flush=True)
 
-    n_fakes = max(len(models), args.plan_gpus)
+    n_fakes = max(len(models), args.plan_gpus, args.plan_budget_max)
     runs: list[dict[str, Any]] = []
     limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(None, connect=10)) as client:
@@ -251,23 +255,25 @@ async def run(args: argparse.Namespace) -> int:
                         print(row_text(runs[-1]), flush=True)
             finally:
                 triage.stop()
-            if args.plan_gpus:
-                share = shares(models, chosen)
-                planned = {r.model: r.replicas for r in for_gpus(share, dict.fromkeys(
-                    models, ReplicaSpec(per_replica)), args.plan_gpus)}
+            share = shares(models, chosen)
+            specs = dict.fromkeys(models, ReplicaSpec(per_replica))
+            budget = Budget(args.ttft_budget_s - args.prefill_s, args.slots)
+            for label, rows_planned in plans(args, share, specs, budget, 0.8 * capacity):
+                planned = {r.model: r.replicas for r in rows_planned}
                 urls, k = {}, 0
                 for m in models:
                     urls[m] = [pool.fakes[k + j].base_url for j in range(planned[m])]
                     k += planned[m]
-                print("triage plan --gpus {}: {}".format(args.plan_gpus, ", ".join(
-                    f"{m.split('/')[-1]} {n}" for m, n in planned.items())), flush=True)
+                print(f"{label}: " + ", ".join(f"{m.split('/')[-1]} {n}" for m, n in planned.items())
+                      + f"; it holds {min(r.load_held() for r in rows_planned):.1f} req/s "
+                      + ("within the budget (M/M/c)" if rows_planned[0].within_budget is not None else
+                         "at saturation"), flush=True)
                 triage = TriageProcess(triage_config(args, models, generalist, urls, service_s),
-                                       out / "triage-planned").start()
+                                       out / f"triage-{label.split()[0]}").start()
                 try:
-                    await prewarm(client, triage.url, queries, args.knob)
                     result = await one_run(client, pool, triage, "quality", 0.8, 0.8 * capacity, models, best_single,
-                                           sample, tokens, args, rng, replicas=urls)
-                    result["strategy"] = f"quality, plan of {args.plan_gpus}"
+                                           sample, tokens, args, rng, replicas=urls, warm=True)
+                    result["strategy"] = f"quality, {label}"
                     result["plan"] = planned
                     runs.append(result)
                     print(row_text(runs[-1]), flush=True)
@@ -289,6 +295,22 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def plans(args: argparse.Namespace, share: dict[str, float], specs: dict[str, ReplicaSpec], budget: Budget,
+          qps: float) -> list[tuple[str, list[Row]]]:
+    """The replica splits run at the 0.8x traffic: triage plan --gpus N's, and --qps's sized for the budget."""
+    out = []
+    if args.plan_gpus:
+        out.append((f"plan of {args.plan_gpus}", for_gpus(share, specs, args.plan_gpus)))
+    if args.plan_budget:
+        rows = for_qps(share, specs, qps, 0.8, budget)
+        if sum(r.replicas for r in rows) <= args.plan_budget_max:
+            out.append(("plan for budget", rows))
+        else:
+            print(f"triage plan for the budget asks for {sum(r.replicas for r in rows)} replicas, more than "
+                  f"--plan-budget-max {args.plan_budget_max}: not run", flush=True)
+    return out
+
+
 def report_hindsight(sample: list[dict[str, Any]], chosen: list[str], models: list[str]) -> None:
     share = shares(models, chosen)
     top = max(share, key=lambda m: share[m])
@@ -304,9 +326,12 @@ def report_hindsight(sample: list[dict[str, Any]], chosen: list[str], models: li
 async def one_run(client: httpx.AsyncClient, pool: Pool, triage: TriageProcess, strategy: str, load: float,
                   rate: float, models: list[str], best_single: str, sample: list[dict[str, Any]], tokens: list[int],
                   args: argparse.Namespace, rng: np.random.Generator,
-                  replicas: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                  replicas: dict[str, list[str]] | None = None, warm: bool = False) -> dict[str, Any]:
+    """One strategy at one load; ``warm``: first route this run's queries once (a fresh router's cache)."""
     n = min(args.max_queries, len(sample), max(1, round(rate * args.duration_s)))
     picked = [int(i) for i in rng.choice(len(sample), size=n, replace=False)]
+    if warm:
+        await prewarm(client, triage.url, [sample[i]["query"] for i in picked], args.knob)
     arrivals = np.cumsum(rng.exponential(1 / rate, size=n))
     direct = strategy in ("round-robin", "best-single")
     used = list(range(sum(len(u) for u in replicas.values()))) if replicas else list(range(len(models)))
@@ -376,7 +401,7 @@ async def one_run(client: httpx.AsyncClient, pool: Pool, triage: TriageProcess, 
 
 
 def header_text() -> str:
-    return (f"{'load':>5} {'strategy':<18} {'repl':>4} {'req/s':>6} {'n':>4} {'accuracy':>8} {'ttft p50':>9} "
+    return (f"{'load':>5} {'strategy':<26} {'repl':>4} {'req/s':>6} {'n':>4} {'accuracy':>8} {'ttft p50':>9} "
             f"{'ttft p99':>9} {'good %':>6} {'429':>4} {'gave up':>7} {'spill':>5} {'max util':>8}")
 
 
@@ -384,7 +409,7 @@ def row_text(r: dict[str, Any]) -> str:
     def seconds(x: float) -> str:
         return f"{x:>8.2f}s" if math.isfinite(x) else f"{'>' + format(r['client_timeout_s'], 'g') + 's':>9}"
 
-    return (f"{r['load']:>5.1f} {r['strategy']:<18} {r['replicas']:>4} {r['offered_qps']:>6.1f} {r['requests']:>4} "
+    return (f"{r['load']:>5.1f} {r['strategy']:<26} {r['replicas']:>4} {r['offered_qps']:>6.1f} {r['requests']:>4} "
             f"{r['accuracy']:>8.1%} {seconds(r['ttft_p50'])} {seconds(r['ttft_p99'])} {r['goodput_share']:>6.1%} "
             f"{r['refused']:>4} {r['gave_up']:>7} {r['spilled']:>5} {r['max_util']:>8.0%}")
 

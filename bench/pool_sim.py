@@ -39,7 +39,7 @@ import numpy as np
 
 from router.admission import candidates
 from router.load import Load
-from router.plan import ReplicaSpec, for_gpus, shares
+from router.plan import Budget, ReplicaSpec, for_gpus, for_qps, shares
 from router.policy import Decision
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7model.jsonl"
@@ -223,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     service = list(rng.lognormal(math.log(args.service_s) - 0.125, 0.5, size=len(sample)))
     per_replica = args.slots / args.service_s  # requests/s one replica sustains
     one_each = dict.fromkeys(models, 1)
-    planned = {r.model: r.replicas for r in for_gpus(quality_shares, dict.fromkeys(
-        models, ReplicaSpec(per_replica)), args.plan_gpus)}
+    specs = dict.fromkeys(models, ReplicaSpec(per_replica))
+    planned = {r.model: r.replicas for r in for_gpus(quality_shares, specs, args.plan_gpus)}
+    # triage plan sized for the first-token budget (the wait for a slot within it, Erlang C): how much the split
+    # of --plan-gpus holds within it, and the replicas it asks for at the 0.8x traffic
+    budget = Budget(args.ttft_budget_s - args.prefill_s, args.slots)
+    split_rows = for_gpus(quality_shares, specs, args.plan_gpus, budget)
+    for_budget = {r.model: r.replicas for r in for_qps(quality_shares, specs, 0.8 * len(models) * per_replica, 0.8,
+                                                       budget)}
     chains = [[d.model, artifact.generalist] if d.model != artifact.generalist else [d.model] for d in decisions]
 
     def quality(i: int) -> list[str]:
@@ -235,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[dict[str, object]] = []
     for load in [float(x) for x in args.loads.split(",")]:
-        for strategy, pool in [(s, one_each) for s in STRATEGIES] + [("quality, planned", planned)]:
+        plans = [(f"quality, plan of {args.plan_gpus}", planned), ("quality, plan for budget", for_budget)]
+        for strategy, pool in [(s, one_each) for s in STRATEGIES] + plans:
             if strategy == "best-single":
                 pool = {best_single: len(models)}
-            if strategy == "quality, planned" and load != 0.8:
+            if strategy.startswith("quality, plan") and load != 0.8:
                 continue
-            # The planned pool meets the same traffic as one replica per model at this load: does it then hold it?
-            capacity = (len(models) if strategy == "quality, planned" else sum(pool.values())) * per_replica
+            # A planned pool meets the same traffic as one replica per model at this load: does it then hold it?
+            capacity = (len(models) if strategy.startswith("quality, plan") else sum(pool.values())) * per_replica
             gaps = rng.exponential(1 / (load * capacity), size=len(sample))
             arrivals = list(np.cumsum(gaps))
             route = {"load-aware": load_aware, "best-single": lambda i: [best_single]}.get(strategy, quality)
@@ -257,14 +264,20 @@ def main(argv: list[str] | None = None) -> int:
                 "max_util": max(result.utilisation.values()), "utilisation": result.utilisation,
             })
     print()
-    print(f"{'load':>5} {'strategy':<17} {'repl':>4} {'req/s':>6} {'accuracy':>8} {'ttft p50':>9} {'ttft p99':>9} "
+    print(f"{'load':>5} {'strategy':<24} {'repl':>4} {'req/s':>6} {'accuracy':>8} {'ttft p50':>9} {'ttft p99':>9} "
           f"{'goodput/s':>9} {'good %':>6} {'429':>5} {'spill':>5} {'max util':>8}")
     for r in runs:
-        print(f"{r['load']:>5.1f} {r['strategy']:<17} {r['replicas']:>4} {r['offered_qps']:>6.1f} "
+        print(f"{r['load']:>5.1f} {r['strategy']:<24} {r['replicas']:>4} {r['offered_qps']:>6.1f} "
               f"{r['accuracy']:>8.1%} {r['ttft_p50']:>8.2f}s {r['ttft_p99']:>8.2f}s {r['goodput_qps']:>9.2f} "
               f"{r['goodput_share']:>6.1%} {r['refused']:>5} {r['spilled']:>5} {r['max_util']:>8.0%}")
     print(f"\nreplicas per model from triage plan's split of {args.plan_gpus}: "
           + ", ".join(f"{m.split('/')[-1]} {n}" for m, n in planned.items()))
+    print(f"  sized for the budget (--first-token-budget-s {budget.seconds:g} --slots {args.slots}) the split is "
+          + ", ".join(f"{r.model.split('/')[-1]} {r.replicas}" for r in split_rows)
+          + f"; it holds {min(r.load_held() for r in split_rows):.1f} queries/s within the budget, against "
+          f"{0.8 * len(models) * per_replica:.1f} offered at 0.8x")
+    print(f"triage plan --qps {0.8 * len(models) * per_replica:.1f} within the budget: {sum(for_budget.values())} "
+          "replicas, " + ", ".join(f"{m.split('/')[-1]} {n}" for m, n in for_budget.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pool_sim.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
