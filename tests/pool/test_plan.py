@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from bench.harness.synthetic import write_synthetic_artifact
 from router.cli import main as triage
-from router.plan import PlanError, ReplicaSpec, for_gpus, for_qps, read_specs, shares
+from router.plan import Budget, PlanError, ReplicaSpec, erlang_c, for_gpus, for_qps, read_specs, shares
 
 SPECS = {"a": ReplicaSpec(2.0, 3.0), "b": ReplicaSpec(2.0, 3.0), "c": ReplicaSpec(1.0, 1.0)}
 
@@ -76,3 +77,49 @@ def test_the_command_plans_from_the_shares_triage_route_gives(tmp_path: Path,
     assert triage(["plan", "--artifact", str(artifact.path), "--traffic", str(traffic), "--gpus", "2",
                    "--replica-throughput", "2"]) == 2  # fewer replicas than models
     assert "fewer than the 3 models" in capsys.readouterr().err
+
+
+def test_erlang_c_and_the_tail_wait_match_the_closed_forms() -> None:
+    assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: an arrival waits with probability rho
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    # M/M/1: P(wait > t) = rho * exp(-(mu - lambda) t), so the 99th percentile is ln(rho / 0.01) / (mu - lambda)
+    budget = Budget(1.0, slots=1)
+    assert budget.wait(1, ReplicaSpec(2.0), 1.5) == pytest.approx(math.log(0.75 / 0.01) / 0.5)
+    assert budget.wait(1, ReplicaSpec(2.0), 2.0) == math.inf and budget.wait(1, ReplicaSpec(2.0), 0.01) == 0.0
+    held = budget.held(1, ReplicaSpec(2.0))
+    assert budget.wait(1, ReplicaSpec(2.0), held) == pytest.approx(1.0, abs=1e-6)  # the budget's edge
+    with pytest.raises(PlanError):
+        Budget(1.0, slots=0)
+
+
+def test_a_budget_asks_for_more_replicas_than_the_mean_utilisation_cap() -> None:
+    share = {"a": 0.45, "b": 0.13, "c": 0.42}
+    specs = dict.fromkeys(share, ReplicaSpec(3.2))  # 8 slots of 2.5 s
+    budget = Budget(1.95, slots=8)
+    rows = for_qps(share, specs, 18.0, 0.8, budget)
+    for r in rows:  # the fewest replicas that keep the 99th-percentile wait within the budget
+        assert budget.wait(r.replicas, r.spec, 18.0 * r.share) <= 1.95
+        assert r.replicas == 1 or budget.wait(r.replicas - 1, r.spec, 18.0 * r.share) > 1.95
+        assert r.load_held() >= 18.0
+    capped = {r.model: r.replicas for r in for_qps(share, specs, 18.0, 0.8)}
+    # b: 2.3 req/s on one 8-slot replica is 73 % busy, under the cap, but 1 % of its requests wait over 4 s
+    assert capped["b"] == 1 and budget.wait(1, specs["b"], 18.0 * 0.13) > 4
+    assert {r.model: r.replicas for r in rows} == capped | {"b": 2}
+
+
+def test_a_pool_of_n_split_for_a_budget_holds_the_most_load_within_it() -> None:
+    share = {"a": 0.6, "b": 0.1, "c": 0.3}
+    budget = Budget(1.0, slots=4)
+    rows = for_gpus(share, SPECS, gpus=9, budget=budget)
+    assert sum(r.replicas for r in rows) == 9
+    held = min(r.load_held() for r in rows)
+    best = max(min(budget.held(x, SPECS["a"]) / 0.6, budget.held(y, SPECS["b"]) / 0.1,
+                   budget.held(9 - x - y, SPECS["c"]) / 0.3) for x in range(1, 8) for y in range(1, 9 - x))
+    assert held == pytest.approx(best)
+    assert held < min(r.saturation() for r in rows)  # within a budget, less than at saturation
+
+
+def test_the_command_refuses_a_budget_without_slots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert triage(["plan", "--artifact", str(tmp_path), "--traffic", str(tmp_path / "t.jsonl"), "--gpus", "3",
+                   "--replica-throughput", "2", "--first-token-budget-s", "2"]) == 2
+    assert "needs --slots" in capsys.readouterr().err
