@@ -1,5 +1,5 @@
-"""``triage serve --workers N``: N processes answer on one port, share their state through Redis, and stop with
-the supervisor; without Redis it refuses to start.
+"""``triage serve --workers N``: N processes answer on one port, share their state through Redis, are replaced
+one by one on SIGHUP, and stop with the supervisor; without Redis it refuses to start.
 
 The real thing throughout: ``triage serve`` as a subprocess (uvicorn's supervisor, spawned workers), Debian's
 redis-server, fake OpenAI backends and the fake embedding service (bench/harness), each started here and stopped
@@ -79,14 +79,17 @@ def config_file(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     try:
         with fakes(MODELS, completion_tokens=4) as backends:
             yield write_config(tmp_path, [b.base_url for b in backends], service.base_url,
-                               state={"redis_url": redis.url},
+                               # a Redis call slower than timeout_s degrades a worker to its own memory: on a
+                               # crowded test machine 0.25 s (the default) is not enough
+                               state={"redis_url": redis.url, "timeout_s": 5},
                                decision_log={"path": str(logs / "{replica}.jsonl")}), logs
     finally:
         service.kill()
         redis.stop()
 
 
-def test_two_workers_answer_on_one_port_and_share_feedback(config_file: tuple[Path, Path], tmp_path: Path) -> None:
+def test_two_workers_answer_on_one_port_share_feedback_and_restart_on_sighup(config_file: tuple[Path, Path],
+                                                                            tmp_path: Path) -> None:
     path, logs = config_file
     port = free_port()
     log = tmp_path / "serve.log"
@@ -127,12 +130,22 @@ def test_two_workers_answer_on_one_port_and_share_feedback(config_file: tuple[Pa
         print("decisions per worker:", dict(served))
 
         # Feedback reaches a worker at random; the request records are in Redis, so every one is found.
-        def rate(request_id: str) -> int:
-            return httpx.post(url + "/v1/feedback", json={"request_id": request_id, "score": 1.0},
-                              headers={"connection": "close"}, timeout=30).status_code
+        def rate(request_id: str) -> str:
+            response = httpx.post(url + "/v1/feedback", json={"request_id": request_id, "score": 1.0},
+                                  headers={"connection": "close"}, timeout=30)
+            return "ok" if response.status_code == 200 else f"{response.status_code} {response.text}"
 
         with ThreadPoolExecutor(8) as pool:
-            assert Counter(pool.map(rate, request_ids)) == {200: 80}
+            assert Counter(pool.map(rate, request_ids)) == {"ok": 80}
+
+        # SIGHUP to the supervisor replaces the workers one at a time (each new one loads the artifact first).
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while not (len(workers_of(server.pid)) == 2 and workers_of(server.pid).isdisjoint(workers)):
+            assert time.monotonic() < deadline, "the workers were not replaced after SIGHUP"
+            time.sleep(0.2)
+        workers |= workers_of(server.pid)
+        assert ask(80)
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)  # the supervisor stops its workers, then itself
