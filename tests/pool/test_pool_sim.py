@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+import numpy as np
 import pytest
 
 from bench.pool_sim import simulate
+from router.plan import Budget, ReplicaSpec, for_qps
 
 
 def options(**changes: float) -> argparse.Namespace:
@@ -40,3 +43,21 @@ def test_round_robin_ignores_the_candidates() -> None:
     out = simulate("round-robin", {"a": 1, "b": 1}, [0.0, 2.0, 4.0, 6.0], [1.0] * 4, lambda i: ["a"], score,
                    options())
     assert out.scores == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_triage_plan_sized_for_the_budget_meets_it_where_the_utilisation_cap_does_not() -> None:
+    rng = np.random.default_rng(0)
+    rate, n = 2.34, 4000  # one 8-slot replica of 2.5 s (3.2 req/s) would be 73 % busy: under an 80 % cap
+    arrivals = list(np.cumsum(rng.exponential(1 / rate, size=n)))
+    service = list(rng.lognormal(math.log(2.5) - 0.125, 0.5, size=n))  # as bench.pool_sim draws them
+    spec, budget = {"b": ReplicaSpec(3.2)}, Budget(1.95, slots=8)
+    capped = for_qps({"b": 1.0}, spec, rate, 0.8)[0].replicas
+    sized = for_qps({"b": 1.0}, spec, rate, 0.8, budget)[0].replicas
+    args = options(slots=8, service_s=2.5)
+
+    def p99(replicas: int) -> float:
+        out = simulate("quality", {"b": replicas}, arrivals, service, lambda i: ["b"], score, args)
+        return float(np.percentile(out.ttft, 99))
+
+    assert (capped, sized) == (1, 2)
+    assert p99(capped) > 1.95 and p99(sized) <= 1.95
