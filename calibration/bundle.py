@@ -82,6 +82,7 @@ def write_artifact(
     write_human: Callable[[Path], None] | None = None,
     refine_embedder_name: str | None = None,
     embedder_weights: str = "",
+    embedder_window: int = 0,
 ) -> Artifact:
     """The fit's artifact, written by ``to_dir``; returns it as read back. ``embedder_weights``: the encoder's
     ``weights`` (a quantised copy's file hash), recorded so that a router with another copy refuses it."""
@@ -91,6 +92,7 @@ def write_artifact(
         raise ValueError(f"the fit's vectors have {fit.centroids.shape[1]} dimensions, the embedder {embedder_dim}")
     manifest = {"data": data_info, "created_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
     artifact = fit.to_artifact(models, generalist, embedder_name, embedder_weights=embedder_weights,
+                               embedder_window=embedder_window,
                                refine_name=refine_embedder_name or "", manifest=manifest)
     return to_dir(artifact, out, Notes.of(fit), write_human)
 
@@ -103,7 +105,8 @@ def to_dir(artifact: Artifact, out: Path, notes: Notes, write_human: Callable[[P
     try:
         write_files(artifact, tmp, notes)
         written = Artifact.from_dir(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,
-                                    embedder_weights=artifact.embedder_weights)
+                                    embedder_weights=artifact.embedder_weights,
+                                    embedder_window=artifact.embedder_window or None)
         if write_human is not None:
             write_human(tmp)
         old = None
@@ -121,7 +124,8 @@ def to_dir(artifact: Artifact, out: Path, notes: Notes, write_human: Callable[[P
 
 def manifest_json(a: Artifact) -> dict[str, Any]:
     embedder = {"name": a.embedder_name, "dim": a.embedder_dim, "normalisation": NORMALISATION,
-                **({"weights": a.embedder_weights} if a.embedder_weights else {})}
+                **({"weights": a.embedder_weights} if a.embedder_weights else {}),
+                **({"window": a.embedder_window} if a.embedder_window else {})}
     policy = {"soft_top": a.soft_top, "temperature": a.temperature, "knn_weight": a.knn_weight, "knn_k": a.knn_k,
               "normalisation": a.normalisation}
     made = {"format_version": FORMAT_VERSION, "embedder": embedder, "k": a.k, "models": a.models,

@@ -177,6 +177,7 @@ def write_artifact_from(
         embedder_name=encoder.name,
         embedder_dim=encoder.dim,
         embedder_weights=weights_of(encoder),
+        embedder_window=encoder.max_tokens,
         fit=result,
         data_info=data_info,
         extra={

@@ -33,26 +33,30 @@ KINDS = ("minilm", "openvino", "int8", "static")
 class Encoder(Protocol):
     name: str
     dim: int
+    max_tokens: int  # the routing window
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> Vectors: ...
 
 
 def encoder_settings(kind: str, threads: int, onnx_model: Path, int8_model: Path,
-                     static_model: Path) -> EmbedderSettings:
-    """The router's embedder settings for a ``--embedder`` choice (``KINDS``)."""
+                     static_model: Path, window: int | None = None) -> EmbedderSettings:
+    """The router's embedder settings for a ``--embedder`` choice (``KINDS``), reading ``window`` tokens of a
+    query (None: the router's default)."""
     from router.embedding import EmbedderError
     from router.embedding.onnx import read_meta
 
+    windowed = {} if window is None else {"window": window}
     if kind == "minilm":
-        return EmbedderSettings(backend="torch", threads=threads)
+        return EmbedderSettings(backend="torch", threads=threads, **windowed)
     if kind == "openvino":
-        return EmbedderSettings(backend="openvino", onnx_path=str(onnx_model), threads=threads)
+        return EmbedderSettings(backend="openvino", onnx_path=str(onnx_model), threads=threads, **windowed)
     if kind == "int8":
         meta = read_meta(int8_model)
         if meta is None:
             raise EmbedderError(f"no int8 ONNX model in {int8_model.name!r} "
                                 "(run: python -m router.embedding_tools.export --int8-out DIR)")
-        return EmbedderSettings(backend="onnx", name=str(meta["name"]), onnx_path=str(int8_model), threads=threads)
+        return EmbedderSettings(backend="onnx", name=str(meta["name"]), onnx_path=str(int8_model), threads=threads,
+                                **windowed)
     if kind == "static":
         return EmbedderSettings(backend="static", static_path=str(static_model), threads=threads)
     raise EmbedderError(f"unknown embedder {kind!r} (choose from {', '.join(KINDS)})")

@@ -25,8 +25,8 @@ from calibration.eval_result import EvalResult
 from calibration.options import UsageError, domains_option, encoder_from, fit_rows, make_encoder
 from calibration.plots import OodAxis
 from calibration.pricing import Pricing, priced_scores, pricing_mismatch
-from router.artifact import Artifact
-from router.embedding import weights_of
+from router.artifact import Artifact, recorded_window
+from router.embedding import identity
 
 Matrix = npt.NDArray[np.float32]
 
@@ -46,6 +46,8 @@ def evaluate_artifact(args: argparse.Namespace, encoder: Encoder | None, refine_
 
     if args.artifact is None:
         raise UsageError("--artifact is required (or --leave-one-domain-out)")
+    if getattr(args, "window", None) is None:
+        args.window = recorded_window(args.artifact)  # embed the test queries as the artifact's were
     encoder = encoder or encoder_from(args)
     artifact, refine_encoder = load_artifact(args, encoder, refine_encoder)
     data, pricing = priced_scores(args.data, args.prices, "eval")
@@ -91,8 +93,7 @@ def load_artifact(
     args: argparse.Namespace, encoder: Encoder, refine_encoder: Encoder | None
 ) -> tuple[Artifact, Encoder | None]:
     """The artifact, checked against the encoder, and the refine encoder its refine tier needs (if any)."""
-    artifact = Artifact.load(args.artifact, embedder_name=encoder.name, embedder_dim=encoder.dim,
-                             embedder_weights=weights_of(encoder))
+    artifact = Artifact.load(args.artifact, **identity(encoder))
     if artifact.refine is not None:
         refine_encoder = refine_encoder or make_encoder(args.threads)
         if refine_encoder.name != artifact.refine.embedder_name:

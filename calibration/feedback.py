@@ -179,7 +179,8 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -
         ]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         folded = Artifact.load(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,
-                               embedder_weights=artifact.embedder_weights)
+                               embedder_weights=artifact.embedder_weights,
+                               embedder_window=artifact.embedder_window or None)
         if out.exists():
             aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             out.rename(aside / "old")

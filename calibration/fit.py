@@ -63,7 +63,7 @@ class FitResult:
     ood_detector: DomainDetector | None = None  # set: it flags out-of-domain queries, not the kNN threshold
 
     def to_artifact(self, models: list[str], generalist: str, embedder_name: str = "in-memory", *,
-                    embedder_weights: str = "", refine_name: str = "refine",
+                    embedder_weights: str = "", embedder_window: int = 0, refine_name: str = "refine",
                     manifest: dict[str, Any] | None = None) -> Artifact:
         """The artifact this fit makes, through ``Artifact``'s constructor (``calibration/bundle.py`` writes it;
         leave-one-domain-out routes with it in memory). ``refine_name``: the refine tier's embedder."""
@@ -72,6 +72,7 @@ class FitResult:
         return Artifact(
             models=list(models), generalist=generalist, reference_model=models[int(np.argmax(self.global_accuracy))],
             embedder_name=embedder_name, embedder_dim=self.centroids.shape[1], embedder_weights=embedder_weights,
+            embedder_window=embedder_window,
             centroids=self.centroids, counts=t.counts, accuracy=t.accuracy, estimate=t.estimate,
             mean_cost=t.mean_cost, cliff=t.cliff, reference=self.reference, reference_scores=self.reference_scores,
             soft_top=min(self.soft_top, self.k), temperature=self.temperature, knn_weight=self.knn_weight,

@@ -32,6 +32,10 @@ def add_embedder_options(parser: argparse.ArgumentParser) -> None:
                         "same model's ONNX export on OpenVINO, bfloat16 where the CPU has it (same name, vectors "
                         "within cosine 0.9999); int8: its dynamic-int8 ONNX copy (its own vectors); static: the "
                         "model2vec table distilled from it")
+    parser.add_argument("--window", type=int, default=None, metavar="TOKENS",
+                        help="the routing window: embed only the first TOKENS tokens of each query ([CLS] and [SEP] "
+                        "included; the MiniLM backends); the artifact records it and a router must read the same "
+                        "(embedder.window). Default: the router's default window; triage eval: the artifact's")
     parser.add_argument("--onnx-model", type=Path, default=ONNX_MODEL,
                         help="--embedder openvino: dir written by python -m router.embedding_tools.export")
     parser.add_argument("--static-model", type=Path, default=STATIC_MODEL,
@@ -42,18 +46,23 @@ def add_embedder_options(parser: argparse.ArgumentParser) -> None:
 
 def encoder_from(args: argparse.Namespace) -> Encoder:
     """The encoder the embedder options (``add_embedder_options``) ask for."""
-    return make_encoder(args.threads, args.embedder, args.static_model, args.int8_model, args.onnx_model)
+    return make_encoder(args.threads, args.embedder, args.static_model, args.int8_model, args.onnx_model,
+                        window=args.window)
 
 
 def make_encoder(threads: int, kind: str = "minilm", static_model: Path | None = None,
-                 int8_model: Path | None = None, onnx_model: Path | None = None) -> Encoder:
-    """The embedder ``kind`` names; a model that cannot be loaded is the caller's ``UsageError``."""
+                 int8_model: Path | None = None, onnx_model: Path | None = None,
+                 window: int | None = None) -> Encoder:
+    """The embedder ``kind`` names, reading ``window`` tokens of a query (None: the router's default window); a
+    model that cannot be loaded is the caller's ``UsageError``."""
     from calibration.embeddings import encoder_settings
     from router.embedding import EmbedderError, load_encoder
 
+    if window is not None and window < 8:
+        raise UsageError("--window must be at least 8 tokens")
     try:
         settings = encoder_settings(kind, threads, onnx_model or ONNX_MODEL, int8_model or INT8_MODEL,
-                                    static_model or STATIC_MODEL)
+                                    static_model or STATIC_MODEL, window)
         # Every registered encoder also takes calibration's ``progress=``.
         return cast("Encoder", load_encoder(settings))
     except EmbedderError as exc:

@@ -98,6 +98,7 @@ class Artifact:
     ood_threshold: float
     ood_cluster_thresholds: Floats | None = None  # (k,) per nearest cluster; None: all ``ood_threshold``
     embedder_weights: str = ""  # "": the model's own weights (or not recorded)
+    embedder_window: int = 0  # the tokens of each query the vectors were made from; 0: not recorded (the whole)
     refine: RefineTier | None = None
     domains: DomainLevel | None = None
     ood_detector: DomainDetector | None = None  # set: it scores OOD in threshold units (ood_threshold 1.0)
@@ -139,7 +140,7 @@ class Artifact:
     @classmethod
     def from_dir(
         cls, path: str | Path, embedder_name: str | None = None, embedder_dim: int | None = None,
-        embedder_weights: str | None = None,
+        embedder_weights: str | None = None, embedder_window: int | None = None, model_window: int | None = None,
     ) -> Artifact:
         """Read, validate and check against the caller's embedder (any of name, dimension, ``weights``: a
         quantised copy's file hash, "" for the model's own weights; an artifact that records other weights under
@@ -160,6 +161,7 @@ class Artifact:
             raise ArtifactError(f"manifest.json: unknown format_version {version!r} (this router reads {reads})")
         artifact = reader(path, manifest)
         artifact.check_embedder(embedder_name, embedder_dim, embedder_weights)
+        artifact.check_window(embedder_window, model_window)
         return artifact
 
     load = from_dir  # the name the router, the CLIs and the tests call it by
@@ -177,6 +179,28 @@ class Artifact:
         if dim is not None and dim != self.embedder_dim:
             raise ArtifactError(f"embedder mismatch: the artifact has dimension {self.embedder_dim}, "
                                 f"the router's embedder has {dim}")
+
+
+    def check_window(self, window: int | None, model_window: int | None = None) -> None:
+        """ArtifactError unless the router's encoder reads the routing window the artifact was calibrated with
+        (None: not checked). An artifact that records none was made from the model's whole window,
+        ``model_window``."""
+        recorded = self.embedder_window or model_window
+        if window is not None and recorded is not None and window != recorded:
+            raise ArtifactError(
+                f"routing window mismatch: the artifact was calibrated on the first {recorded} tokens of each query, "
+                f"the router's embedder reads {window}: set embedder.window: {recorded}, or recalibrate with "
+                f"triage calibrate --window {window}")
+
+
+def recorded_window(path: str | Path) -> int | None:
+    """The routing window the artifact at ``path`` records (None: none recorded, or no readable manifest), so that
+    a tool given only the artifact (``triage eval``, ``route``, ``plan``) embeds as it was calibrated."""
+    try:
+        window = json.loads((Path(path) / "manifest.json").read_text()).get("embedder", {}).get("window")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return window if isinstance(window, int) and window > 0 else None
 
 
 def stale(path: Path, generalist: str | None = None) -> bool:
@@ -313,6 +337,8 @@ def _read_v5(path: Path, manifest: dict[str, Any]) -> Artifact:
     emb = manifest.get("embedder")
     if not isinstance(emb, dict) or not isinstance(emb.get("name"), str) or not isinstance(emb.get("dim"), int):
         raise ArtifactError("manifest.json: embedder must be {name: str, dim: int, normalisation}")
+    if not isinstance(emb.get("window", 0), int) or emb.get("window", 0) < 0:
+        raise ArtifactError("manifest.json: embedder.window must be a number of tokens")
     if emb.get("normalisation") != NORMALISATION:
         raise ArtifactError(f"manifest.json: embedder.normalisation must be {NORMALISATION!r}")
     models = manifest.get("models")
@@ -341,7 +367,7 @@ def _read_v5(path: Path, manifest: dict[str, Any]) -> Artifact:
     return Artifact(
         models=list(models), generalist=str(manifest.get("generalist")),
         reference_model=str(manifest.get("reference_model")), embedder_name=emb["name"], embedder_dim=emb["dim"],
-        embedder_weights=str(emb.get("weights", "")), centroids=centroids,
+        embedder_weights=str(emb.get("weights", "")), embedder_window=emb.get("window", 0), centroids=centroids,
         counts=counts, accuracy=accuracy, estimate=estimate, mean_cost=mean_cost,
         cliff=read_cliffs(read_json(path / "cliffs.json"), k, models),
         reference=read_npy(path / "reference.npy"), reference_scores=read_npy(path / "reference_scores.npy"),

@@ -83,8 +83,8 @@ def serve(args: argparse.Namespace) -> int:
 def route(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from router.artifact import Artifact, ArtifactError
-    from router.embedding import EmbedderError, load_encoder, weights_of
+    from router.artifact import Artifact, ArtifactError, recorded_window
+    from router.embedding import EmbedderError, identity, load_encoder
     from router.policy import Policy
     from router.settings import ConfigError, EmbedderSettings, load_settings
 
@@ -104,10 +104,11 @@ def route(args: argparse.Namespace) -> int:
             print(f"triage route: line {number} of the input needs JSON with 'id' and 'query'", file=sys.stderr)
             return 2
     try:
-        settings = load_settings(args.config).embedder if args.config else EmbedderSettings()
+        # Without a config: the default embedder, reading the artifact's routing window.
+        settings = (load_settings(args.config).embedder if args.config
+                    else EmbedderSettings(window=recorded_window(args.artifact)))
         embedder = load_encoder(settings)
-        artifact = Artifact.load(args.artifact, embedder_name=embedder.name, embedder_dim=embedder.dim,
-                                 embedder_weights=weights_of(embedder))
+        artifact = Artifact.load(args.artifact, **identity(embedder))
         queries = [q for _, q in rows]
         refine = None
         if artifact.refine is not None:  # the server's decider: MiniLM for the close out-of-domain calls

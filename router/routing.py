@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from router.artifact import Artifact, ArtifactError
-from router.embedding import TextEncoder, weights_of
+from router.embedding import TextEncoder, identity
 from router.policy import Policy
 
 
@@ -30,8 +30,7 @@ class Routing:
         build its policy. An artifact with a refine tier needs ``refine``, or ``load_refine`` to make it (at
         start-up; a running router cannot load another model, so a reload passes none); ArtifactError where the
         tier's embedder is not the one there is."""
-        artifact = Artifact.from_dir(path, embedder_name=encoder.name, embedder_dim=encoder.dim,
-                                     embedder_weights=weights_of(encoder))
+        artifact = Artifact.from_dir(path, **identity(encoder))
         tier = artifact.refine
         if tier is not None and refine is None and load_refine is not None:
             refine = load_refine()

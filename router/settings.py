@@ -50,6 +50,10 @@ class EmbedderSettings(BaseModel):
     precision: Literal["bf16", "f32"] = Field(
         "bf16", description="backend openvino: bf16 on CPUs with AMX or AVX512-BF16, f32 elsewhere")
     static_path: str | None = Field(None, description="dir written by `python -m router.embedding_tools.distil`")
+    window: int | None = Field(
+        None, ge=8, description="the routing window: tokens of a query (its [CLS] and [SEP] included) the MiniLM "
+        "backends read, at most the model's own 256; None: the model's whole window. Vectors change with it, so "
+        "it must equal the window recorded in the artifact (triage calibrate --window)")
     static_max_tokens: int = Field(512, ge=1, description="tokens of a query the static model reads")
     refine_backend: Literal["torch", "onnx", "openvino"] = Field(
         "torch", description="the MiniLM that answers close out-of-domain calls when the artifact has a refine "

@@ -22,6 +22,8 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
     "minilm": (), "openvino": ("--embedder", "openvino"), "int8": ("--embedder", "int8"),
     "static": ("--embedder", "static"),
     "tiered": ("--embedder", "static", "--refine-ood"),
+    # MiniLM reading only the first N tokens of each query (the routing window; "w256": the model's whole window).
+    **{f"w{n}": ("--window", str(n)) for n in (32, 48, 64, 96, 128, 256)},
 }
 
 

@@ -12,10 +12,11 @@ from router.embedding.base import (
     char_bound,
     clip,
     default_model_path,
+    identity,
     text_digest,
     weights_of,
 )
 from router.embedding.registry import ENCODERS, load_encoder
 
 __all__ = ["ENCODERS", "EmbedderError", "TextEncoder", "Vectors", "char_bound", "clip", "default_model_path",
-           "load_encoder", "text_digest", "weights_of"]
+           "identity", "load_encoder", "text_digest", "weights_of"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +30,7 @@ class EmbedderError(Exception):
 class TextEncoder(Protocol):
     name: str  # the vectors' identity: an artifact is refused by a router whose encoder has another name
     dim: int
-    max_tokens: int  # the model's token window, [CLS] and [SEP] included
+    max_tokens: int  # the tokens of a query it reads, [CLS] and [SEP] included: the routing window
 
     def encode(self, texts: list[str]) -> Vectors: ...
 
@@ -49,6 +49,25 @@ def text_digest(text: str) -> bytes:
     """A short, collision-safe key for a text (an embedding cache keeps this, not the text)."""
     # surrogatepass: a lone surrogate is refused before embedding, but a key must never be what raises.
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def window(model_tokens: int, settings_window: int | None) -> int:
+    """The tokens of a query an encoder reads: its model's whole window, or the routing window where smaller."""
+    return model_tokens if settings_window is None else min(model_tokens, settings_window)
+
+
+def window_variant(tokens: int, model_tokens: int) -> str:
+    """The window's part of an encoder's ``variant`` (calibration's embedding cache): "" for the whole window."""
+    return "" if tokens >= model_tokens else f"w{tokens}"
+
+
+def identity(encoder: TextEncoder) -> dict[str, Any]:
+    """What an artifact is checked against (``Artifact.load(path, **identity(encoder))``): the vectors' model
+    name and dimension, the quantised weights they come from, and the routing window they read."""
+    tokens = int(encoder.max_tokens)
+    return {"embedder_name": encoder.name, "embedder_dim": int(encoder.dim),
+            "embedder_weights": weights_of(encoder), "embedder_window": tokens,
+            "model_window": int(getattr(encoder, "model_tokens", tokens))}
 
 
 def weights_of(encoder: object) -> str:

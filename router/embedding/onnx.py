@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from router.embedding.base import EmbedderError, Vectors, clip
+from router.embedding.base import EmbedderError, Vectors, clip, window, window_variant
 from router.embedding.batching import padded, plan
 from router.settings import EmbedderSettings
 
@@ -64,14 +64,16 @@ class OnnxEmbedder:
             raise EmbedderError(f"the ONNX model in {path.name!r} is {meta.get('name')!r}, not {settings.name!r}")
         self.name: str = settings.name
         self.dim: int = int(meta["dim"])
-        self.max_tokens: int = int(meta["max_seq_length"])
+        self.model_tokens: int = int(meta["max_seq_length"])
+        self.max_tokens: int = window(self.model_tokens, settings.window)
         self._batch_tokens = settings.batch_tokens
 
         # A quantised copy's vectors change with its quantisation: its file hash names them, in calibration's
         # embedding cache (name + variant) and in the artifact (router.embedding.weights_of), so an artifact
         # fitted on one copy is refused by a router with another. An fp32 export shares torch's (same vectors).
         self.weights: str = str(meta["onnx_sha256"])[:12] if "quantized_from" in meta else ""
-        self.variant: str = self.weights
+        # A routing window shorter than the model's changes the vectors of longer texts: its own cache entries.
+        self.variant: str = "-".join(filter(None, (self.weights, window_variant(self.max_tokens, self.model_tokens))))
 
         self._open(path / MODEL_FILE, settings)
 

@@ -64,7 +64,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
             log.warning("this CPU has no bfloat16 matrix support: OpenVINO runs the embedder in %s, where "
                         "embedder.backend: onnx (onnxruntime, the same vectors) may be faster", self.precision)
         # Calibration's embedding cache keeps these vectors apart from the float32 ones of the same name.
-        self.variant = "-".join(filter(None, (self.weights, f"openvino-{self.precision}")))
+        self.variant = "-".join(filter(None, (self.variant, f"openvino-{self.precision}")))
         self._request: Any = compiled.create_infer_request()
 
     def _infer(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:

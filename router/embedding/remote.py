@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from router.circuit import Circuit
-from router.embedding.base import EmbedderError, TextEncoder, Vectors, clip
+from router.embedding.base import EmbedderError, TextEncoder, Vectors, clip, window
 from router.settings import EmbedderSettings
 
 log = logging.getLogger("triage")
@@ -46,7 +46,9 @@ class RemoteEmbedder:
         self._circuit = Circuit(settings.remote_failures, settings.remote_open_s, clock,
                                 on_change=lambda state: log.warning("embedding service circuit %s", state))
         self.fallback = fallback
-        self.max_tokens: int = fallback.max_tokens if fallback is not None else settings.remote_max_tokens
+        self.model_tokens: int = getattr(fallback, "model_tokens", settings.remote_max_tokens)
+        self.max_tokens: int = (fallback.max_tokens if fallback is not None
+                                else window(settings.remote_max_tokens, settings.window))
         if fallback is not None:
             self.dim: int = fallback.dim
         else:  # no model here to ask: the service says its dimension

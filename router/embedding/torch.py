@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from router.embedding.base import EmbedderError, Vectors, clip, default_model_path
+from router.embedding.base import EmbedderError, Vectors, clip, default_model_path, window, window_variant
 from router.settings import EmbedderSettings
 
 # The packaged MiniLM's checkpoint carries ``embeddings.position_ids``, a buffer that transformers 5 computes
@@ -65,7 +65,10 @@ class Embedder:
         if dim is None:
             raise EmbedderError(f"{settings.name!r} does not report an embedding dimension")
         self.dim = int(dim)
-        self.max_tokens = int(self._model.max_seq_length)
+        self.model_tokens = int(self._model.max_seq_length)
+        self.max_tokens = window(self.model_tokens, settings.window)
+        self._model.max_seq_length = self.max_tokens
+        self.variant = window_variant(self.max_tokens, self.model_tokens)
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> Vectors:
         vectors = self._model.encode(

@@ -21,6 +21,7 @@ MODELS = ["general", "mathy", "cheap"]
 class FakeEncoder:
     name = "fake-encoder"
     dim = 16
+    max_tokens = 256  # the routing window the artifact records
 
     def __init__(self) -> None:
         self.calls = 0
