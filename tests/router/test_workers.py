@@ -171,3 +171,20 @@ def test_workers_without_redis_or_with_one_log_file_are_refused(tmp_path: Path,
                         decision_log={"path": "one-file.jsonl"})
     assert main(["serve", "--config", str(path), "--workers", "2"]) == 2
     assert "{replica}" in capsys.readouterr().err
+
+
+def test_a_worker_that_fails_to_start_stops_the_supervisor(tmp_path: Path) -> None:
+    # The embedding service is not there: each worker's lifespan fails (its dimension probe) and uvicorn's
+    # supervisor stops instead of restarting workers forever.
+    dead = "http://127.0.0.1:9/v1"
+    path = write_config(tmp_path, [dead] * len(MODELS), dead, state={"redis_url": "redis://127.0.0.1:9/0"})
+    server = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port",
+                               str(free_port()), "--workers", "2", "--log-level", "warning"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+    assert server.returncode == 3 and "failed to start, stopping the parent process" in err
