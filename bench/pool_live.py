@@ -287,7 +287,8 @@ async def run(args: argparse.Namespace) -> int:
                                                     "capacity_qps": capacity, "runs": runs}, indent=1))
     # no first token before the client gave up: drawn at the client's timeout (the p99 is at least that)
     drawn = [r | {k: min(r[k], args.client_timeout_s) for k in ("ttft_p50", "ttft_p99")} for r in runs]
-    plot(drawn, argparse.Namespace(ttft_budget_s=args.ttft_budget_s, slots=args.slots, service_s=service_s),
+    plot(drawn, argparse.Namespace(ttft_budget_s=args.ttft_budget_s, slots=args.slots, service_s=service_s,
+                                   ttft_note=f"\nat most {args.client_timeout_s:g} s: the client gives up"),
          out / "pool_live.png", strategies=strategies,
          title=f"Live pool: real Triage, fake vLLM replicas, one per model ({args.slots} slots, {service_s:.1f} s "
                "mean service); RouterDC test queries, real per-model outcomes")

@@ -300,10 +300,11 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path, strat
         loads = [float(str(r["load"])) for r in mine]
         for ax, key, scale in ((axes[0], "ttft_p99", 1.0), (axes[1], "accuracy", 100.0),
                                (axes[2], "goodput_share", 100.0)):
-            ax.plot(loads, [float(str(r[key])) * scale for r in mine], marker="o", label=strategy)
+            ax.plot(loads, [float(str(r[key])) * scale for r in mine], marker="o", label=strategy,
+                    color=f"C{STRATEGIES.index(strategy)}" if strategy in STRATEGIES else None)
     axes[0].axhline(args.ttft_budget_s, color="grey", linestyle="--", label=f"{args.ttft_budget_s:g} s budget")
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("p99 time to first token (s, log scale)")
+    axes[0].set_ylabel("p99 time to first token (s, log scale)" + getattr(args, "ttft_note", ""))
     axes[1].set_ylabel("accuracy of the answers (%)")
     axes[2].set_ylabel(f"answers with first token within {args.ttft_budget_s:g} s (% of offered)")
     for ax in axes:
