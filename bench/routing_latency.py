@@ -135,11 +135,13 @@ def rss_mib(pids: list[int]) -> float:
 
 def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, object]],
             long: Iterator[dict[str, object]], sequential: int, per_level: int, threads: int = 1,
-            workers: int = 1, mix_only: bool = False) -> list[str]:
+            workers: int = 1, mix_only: bool = False, window: int | None = None) -> list[str]:
     # No embedding cache: the short pool is reused, and a cache hit would measure a dictionary lookup.
-    settings = {**CONFIGS[name][0], "cache_size": 0, "threads": threads}
+    settings = {**CONFIGS[name][0], "cache_size": 0, "threads": threads,
+                **({} if window is None else {"window": window})}
     label = name if (workers, threads) == (1, 1) else f"{name} {workers}w x {threads}t"
-    run_dir = workdir / f"{name}-{threads}-{workers}"
+    label += "" if window is None else f" w{window}"
+    run_dir = workdir / f"{name}-{threads}-{workers}-w{window}"
     lines = []
     with contextlib.ExitStack() as started:
         service = None
@@ -203,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="1", help="model threads to compare, comma-separated (e.g. 1,2)")
     parser.add_argument("--workers", default="1", help="router worker processes to compare, comma-separated "
                         "(e.g. 1,2); each with every --threads value")
+    parser.add_argument("--windows", default="default", help="routing windows to compare, comma-separated tokens "
+                        "(e.g. 256,64), each with its own artifact calibrated with --window; 'default': the "
+                        "router's default window")
     parser.add_argument("--mix-only", action="store_true",
                         help="only the real query mix: one at a time and at 32 clients (no short-query rows)")
     return parser
@@ -215,21 +220,24 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown embedders: {', '.join(sorted(unknown))} (choose from {', '.join(CONFIGS)})", file=sys.stderr)
         return 2
-    # Artifacts: MiniLM's serves torch and onnx alike (same vectors).
-    artifacts = {n: ensure_artifact(Path(args.artifacts) / CONFIGS[n][1], flags=CALIBRATE_FLAGS[CONFIGS[n][1]])
-                 for n in names}
+    windows = [None if w == "default" else int(w) for w in args.windows.split(",")]
+    # Artifacts: MiniLM's serves torch and onnx alike (same vectors); one per routing window.
+    artifacts = {(n, w): ensure_artifact(Path(args.artifacts) / (CONFIGS[n][1] + ("" if w is None else f"-w{w}")),
+                                         flags=CALIBRATE_FLAGS[CONFIGS[n][1]] + (() if w is None
+                                                                                 else ("--window", str(w))))
+                 for n in names for w in windows}
     load_before = os.getloadavg()
     everything = load_queries(20_000, seed=3)
     short_pool = short_queries(everything)
     header = (f"{'path':<52}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'dec/s':>10}{'cores':>8}{'dec/core-s':>12}")
     lines = [header]
-    for name in names:
+    for name, window in artifacts:
         for threads in (int(t) for t in args.threads.split(",")):
             for workers in (int(w) for w in args.workers.split(",")):
                 # Every configuration gets the same queries in the same order: a side-by-side comparison.
-                measured = measure(name, artifacts[name], Path(args.workdir), bodies(short_pool * 20),
+                measured = measure(name, artifacts[name, window], Path(args.workdir), bodies(short_pool * 20),
                                    bodies(everything), args.sequential, args.per_level, threads, workers,
-                                   args.mix_only)
+                                   args.mix_only, window)
                 lines += measured
                 print("\n".join([header, *measured]), flush=True)
     if not args.mix_only:

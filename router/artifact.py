@@ -203,16 +203,17 @@ def recorded_window(path: str | Path) -> int | None:
     return window if isinstance(window, int) and window > 0 else None
 
 
-def stale(path: Path, generalist: str | None = None) -> bool:
+def stale(path: Path, generalist: str | None = None, window: int | None = None) -> bool:
     """Whether the artifact directory ``path`` has a manifest that calls for calibrating again: in another format
-    than this Triage writes, or, given ``generalist``, naming another generalist (the router refuses that
-    mismatch). ``make run`` and the benches ask."""
+    than this Triage writes, or, given ``generalist`` or ``window``, naming another generalist or recording another
+    routing window (the router refuses either mismatch). ``make run`` and the benches ask."""
     manifest = path / "manifest.json"
     if not manifest.exists():
         return False
     recorded = json.loads(manifest.read_text())
     other = generalist is not None and recorded.get("generalist") != generalist
-    return recorded.get("format_version") != FORMAT_VERSION or other
+    other_window = window is not None and recorded_window(path) != window
+    return recorded.get("format_version") != FORMAT_VERSION or other or other_window
 
 
 # ---- invariants (the constructor's) ---------------------------------------------------------------------------

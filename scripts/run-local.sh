@@ -11,23 +11,26 @@ mkdir -p var/log var/run
 
 # The generalist the fleet names (config/local.yaml -> specialists/fleets/local-cpu.yaml). An artifact from an older
 # Triage still loads (the router reads every earlier format) but routes without what the newer format adds, and one
-# calibrated with another generalist would be refused: either is removed and calibrated again.
-GENERALIST=$(.venv/bin/python - "$ARTIFACT" <<'EOF'
+# calibrated with another generalist or routing window would be refused: either is removed and calibrated again.
+CHOICE=$(.venv/bin/python - "$ARTIFACT" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from router.artifact import stale
 from router.settings import load_settings
-generalist = load_settings("config/local.yaml").generalist_name
-if stale(Path(sys.argv[1]), generalist):
-    print(f"[run] {sys.argv[1]} was written in an older artifact format or for another generalist: "
-          "calibrating it again", file=sys.stderr)
+settings = load_settings("config/local.yaml")
+generalist = settings.generalist_name
+if stale(Path(sys.argv[1]), generalist, settings.embedder.window):
+    print(f"[run] {sys.argv[1]} was written in an older artifact format, for another generalist or another "
+          "routing window: calibrating it again", file=sys.stderr)
     shutil.rmtree(sys.argv[1])
-print(generalist)
+print(generalist, settings.embedder.window or "")
 EOF
 )
+read -r GENERALIST WINDOW <<< "$CHOICE"
 if [ ! -f "$ARTIFACT/manifest.json" ]; then
   echo "[run] calibrating the routing table from $DATA/routing/routerdc_7model.jsonl (train split; ~2 min)"
-  "$TRIAGE" calibrate --data "$DATA/routing/routerdc_7model.jsonl" --out "$ARTIFACT" --generalist "$GENERALIST"
+  "$TRIAGE" calibrate --data "$DATA/routing/routerdc_7model.jsonl" --out "$ARTIFACT" --generalist "$GENERALIST" \
+    ${WINDOW:+--window "$WINDOW"}
 fi
 
 echo "[run] starting the CPU vLLM backend (SmolLM2-135M-Instruct standing in for the seven models)"

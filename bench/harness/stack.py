@@ -29,10 +29,13 @@ CALIBRATE_FLAGS: dict[str, tuple[str, ...]] = {
 
 def ensure_artifact(out: Path, data: str = DATA, generalist: str = GENERALIST, flags: tuple[str, ...] = ()) -> Path:
     """Calibrate with the project's own CLI (extra ``flags``, e.g. the embedder) unless ``out`` holds an artifact
-    in the current format with this ``generalist``."""
+    in the current format with this ``generalist`` and the routing window the flags (or the default) ask for."""
     from router.artifact import stale
+    from router.settings import EmbedderSettings
 
-    if stale(out, generalist):
+    window = (int(flags[flags.index("--window") + 1]) if "--window" in flags
+              else None if "static" in flags else EmbedderSettings().window)  # a static model reads its own window
+    if stale(out, generalist, window):
         shutil.rmtree(out)
     if not (out / "manifest.json").exists():
         from calibration.cli import main as calibrate

@@ -369,3 +369,9 @@ def test_stale_names_an_older_format_or_another_generalist(tmp_path: Path) -> No
     assert not stale(tmp_path / "current") and not stale(tmp_path / "current", "g")
     assert stale(tmp_path / "old") and stale(tmp_path / "old", "g")
     assert not stale(tmp_path / "other") and stale(tmp_path / "other", "g")
+    # A routing window other than the router's (or none recorded: the model's whole window) calls for calibrating.
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "generalist": "g",
+                                                              "embedder": {"window": 64}}))
+    assert not stale(tmp_path / "w", "g", 64) and not stale(tmp_path / "w", "g")
+    assert stale(tmp_path / "w", "g", 32) and stale(tmp_path / "current", "g", 64)
