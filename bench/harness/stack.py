@@ -59,7 +59,8 @@ class BenchStack:
 
     def __init__(self, artifact: Path, workdir: Path, health: dict[str, Any] | None = None,
                  fake_options: dict[str, Any] | None = None, **config: Any) -> None:
-        self.artifact = ensure_artifact(artifact)
+        window = (config.get("embedder") or {}).get("window")  # the artifact must record the router's window
+        self.artifact = ensure_artifact(artifact, flags=() if window is None else ("--window", str(window)))
         self.workdir = workdir
         self.models, self.generalist = artifact_models(self.artifact)
         self.fakes: dict[str, FakeProcess] = {}
