@@ -20,7 +20,8 @@ and, at the 0.8x traffic, quality-only on ``triage plan --gpus --plan-gpus``'s s
 replicas ``triage plan --qps`` asks for to keep the first token within the budget (``--first-token-budget-s``).
 Every request streams; its time to first token is measured at the client; a client gives up after ``--client-timeout-s``
 without a first token (its request then counts as over budget, and Triage cancels it at the replica). Each
-answer is scored with the data set's real outcome for the model that answered (``x-triage-backend``).
+answer is scored with the data set's real outcome for the model that answered (``x-triage-backend``), by
+``triage eval``'s rule (a multiple-choice score > 0 is a right answer).
 Before the timed part, every sampled query is routed once through ``POST /v1/route``, so the router's
 embedding cache is warm and the router is not what is measured.
 """
@@ -43,6 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.harness.datasets import correct
 from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
 from bench.pool_sim import DATA, plot
 from router.plan import Budget, ReplicaSpec, Row, for_gpus, for_qps, shares
@@ -316,8 +318,8 @@ def report_hindsight(sample: list[dict[str, Any]], chosen: list[str], models: li
     share = shares(models, chosen)
     top = max(share, key=lambda m: share[m])
     on_top = [i for i, m in enumerate(chosen) if m == top]
-    own = statistics.fmean(float(sample[i]["scores"][top]) for i in on_top)
-    other = max((statistics.fmean(float(sample[i]["scores"][m]) for i in on_top), m) for m in models if m != top)
+    own = statistics.fmean(correct(sample[i], top) for i in on_top)
+    other = max((statistics.fmean(correct(sample[i], m) for i in on_top), m) for m in models if m != top)
     print("Triage's choices for the sample (knob): " + ", ".join(
         f"{m.split('/')[-1]} {s:.1%}" for m, s in sorted(share.items(), key=lambda x: -x[1])))
     print(f"on the {len(on_top)} sampled queries it sends to {top}: its accuracy {own:.1%}; the best other model "
@@ -378,7 +380,7 @@ async def one_run(client: httpx.AsyncClient, pool: Pool, triage: TriageProcess, 
                    for j, s in enumerate(stats)}
     admitted = [a for a in answers if a.status != 429]
     first = [a for a in answers if math.isfinite(a.ttft)]
-    scores = [float(sample[i]["scores"][a.model]) for i, a in zip(picked, answers, strict=True)
+    scores = [correct(sample[i], a.model) for i, a in zip(picked, answers, strict=True)
               if math.isfinite(a.ttft) and a.model]
     good = sum(a.ttft <= args.ttft_budget_s for a in answers)
     answered_by: dict[str, int] = {}

@@ -18,8 +18,9 @@ service times) and the candidates of router/admission.py (only models eligible f
     round-robin   every model in turn, whatever the query
     best-single   the most accurate model on the calibration data, on every replica
 
-Each answer is scored with the data set's real outcome for that query and model. Goodput: answers whose first
-token came within ``--ttft-budget-s``, per second of the run.
+Each answer is scored with the data set's real outcome for that query and model, by ``triage eval``'s rule (a
+multiple-choice score > 0 is a right answer). Goodput: answers whose first token came within ``--ttft-budget-s``,
+per second of the run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.harness.datasets import correct
 from router.admission import candidates
 from router.load import Load
 from router.plan import Budget, ReplicaSpec, for_gpus, for_qps, shares
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     best_single = models[int(np.argmax(policy.overall_accuracy))]
 
     def score(i: int, model: str) -> float:
-        return float(sample[i]["scores"][model])
+        return correct(sample[i], model)
 
     quality_shares = shares(models, [d.model for d in decisions])
     top = max(quality_shares, key=lambda m: quality_shares[m])

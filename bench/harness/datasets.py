@@ -21,3 +21,11 @@ DATASETS: dict[str, dict[str, Any]] = {
 
 # RouterDC's generalist as ``triage calibrate`` chooses it on train rows (docs/results.md).
 ROUTERDC_GENERALIST = "cognitivecomputations/dolphin-2.9-llama3-8b"
+
+
+def correct(row: dict[str, Any], model: str) -> float:
+    """How right ``model`` was on a routing row, by ``triage eval``'s rule (calibration.data.correctness: a
+    multiple-choice score > 0 is a right answer, 1; other fractional scores are kept)."""
+    from calibration.data import correctness
+
+    return correctness(str(row.get("task", row.get("domain", ""))), float(row["scores"][model]))
