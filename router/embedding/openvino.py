@@ -10,9 +10,9 @@ float32; ``precision`` says which one this process got.
 
 Shapes: OpenVINO re-plans a compiled model whenever the input shape changes (~1.4 ms), so each batch is
 padded to a multiple of 32 tokens ([PAD] is masked out of attention and pooling; the vectors move by less than
-1e-6). Short queries then share one shape. The commonest shape, one query of at most 32 tokens (what a lone
-request is), also gets a model compiled for exactly that shape, which OpenVINO plans once at load and runs
-faster than the dynamic one.
+1e-6). Short queries then share one shape. The commonest shapes, one query of at most 32 or 64 tokens (what a
+lone request is), also get models compiled for exactly those shapes, which OpenVINO plans once at load and runs
+~10 % faster than the dynamic one.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from router.embedding.onnx import OnnxEmbedder
 from router.settings import EmbedderSettings
 
 log = logging.getLogger("triage")
+
+
+SINGLE_WIDTHS = (32, 64)
 
 
 class OpenVinoEmbedder(OnnxEmbedder):
@@ -53,12 +56,15 @@ class OpenVinoEmbedder(OnnxEmbedder):
         }
         model = core.read_model(str(model_file))
         compiled = core.compile_model(model, "CPU", config)
-        self._single: Any = None
-        if self.single_shape and self.pad_multiple > 1:
-            # A clone shares the weights' memory: the second model costs ~60 MB, a second read ~180 MB.
+        # One query of 32 or of 64 tokens (most RouterDC queries are one or the other once padded, and every
+        # longer one under a 64-token routing window) gets a model compiled for exactly that shape.
+        self._single: dict[int, Any] = {}
+        widths = [w for w in SINGLE_WIDTHS if w % self.pad_multiple == 0] if self.pad_multiple > 1 else []
+        for width in widths if self.single_shape else []:
+            # A clone shares the weights' memory: each shape costs ~60 MB, a second read ~180 MB.
             single = model.clone()
-            single.reshape({port.get_any_name(): [1, self.pad_multiple] for port in single.inputs})
-            self._single = core.compile_model(single, "CPU", config).create_infer_request()
+            single.reshape({port.get_any_name(): [1, width] for port in single.inputs})
+            self._single[width] = core.compile_model(single, "CPU", config).create_infer_request()
         self.precision: str = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         if self.precision != settings.precision:
             log.warning("this CPU has no bfloat16 matrix support: OpenVINO runs the embedder in %s, where "
@@ -68,7 +74,8 @@ class OpenVinoEmbedder(OnnxEmbedder):
         self._request: Any = compiled.create_infer_request()
 
     def _infer(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-        fixed = self._single is not None and feeds["input_ids"].shape == (1, self.pad_multiple)
-        result = (self._single if fixed else self._request).infer(feeds)
+        rows, width = feeds["input_ids"].shape
+        fixed = self._single.get(width) if rows == 1 else None
+        result = (fixed or self._request).infer(feeds)
         # A copy: the request reuses its output buffer on the next call.
         return np.array(result["sentence_embedding"], dtype=np.float32)
