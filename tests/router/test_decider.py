@@ -143,3 +143,20 @@ def test_the_benign_load_report_is_dropped_and_any_other_kept(embedder: Embedder
         log.warning(table.format("embeddings.position_ids", "UNEXPECTED"))
         log.warning(table.format("encoder.layer.0.attention.self.query.weight", "MISSING"))
     assert "position_ids" not in caplog.text and "query.weight | MISSING" in caplog.text
+
+
+async def test_a_routing_window_lets_as_many_cut_texts_share_a_call_as_their_tokens_allow() -> None:
+    """A call's budget is 1.5 texts of the model's whole window: under a routing window a quarter as wide, a long
+    text costs a quarter as much, so four times as many share a call; without a window, one long text does."""
+
+    class Windowed(CountingEncoder):
+        model_tokens = 32  # the model reads 32 tokens; the routing window (max_tokens) is 8
+
+    for encoder, per_call in ((CountingEncoder(), 1), (Windowed(), 6)):
+        decider = Decider(encoder, EmbedderSettings(max_batch=64))
+        await decider.start()
+        long_texts = [f"{i:03d}" + "y" * 400 for i in range(12)]  # each cut to char_bound(8) = 128 characters
+        await asyncio.gather(*(decider.decide(t, EchoPolicy(), 0.5) for t in long_texts))  # type: ignore[arg-type]
+        assert all(len(t) == char_bound(8) for batch in encoder.batches for t in batch)
+        assert max(len(b) for b in encoder.batches) == per_call, [len(b) for b in encoder.batches]
+        await decider.stop()
