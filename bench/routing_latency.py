@@ -137,8 +137,8 @@ def measure(name: str, artifact: Path, workdir: Path, short: Iterator[dict[str, 
             long: Iterator[dict[str, object]], sequential: int, per_level: int, threads: int = 1,
             workers: int = 1, mix_only: bool = False, window: int | None = None) -> list[str]:
     # No embedding cache: the short pool is reused, and a cache hit would measure a dictionary lookup.
-    settings = {**CONFIGS[name][0], "cache_size": 0, "threads": threads,
-                **({} if window is None else {"window": window})}
+    settings: dict[str, object] = {**CONFIGS[name][0], "cache_size": 0, "threads": threads,
+                                   **({} if window is None else {"window": window})}
     label = name if (workers, threads) == (1, 1) else f"{name} {workers}w x {threads}t"
     label += "" if window is None else f" w{window}"
     run_dir = workdir / f"{name}-{threads}-{workers}-w{window}"
