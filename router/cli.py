@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,10 @@ def route(args: argparse.Namespace) -> int:
             print(f"triage route: line {number} of the input needs JSON with 'id' and 'query'", file=sys.stderr)
             return 2
     try:
-        # Without a config: the default embedder, reading the artifact's routing window.
+        # Without a config: the default embedder, reading the artifact's routing window, on every core (a batch
+        # job, not a server beside model servers).
         settings = (load_settings(args.config).embedder if args.config
-                    else EmbedderSettings(window=recorded_window(args.artifact)))
+                    else EmbedderSettings(window=recorded_window(args.artifact), threads=os.cpu_count() or 1))
         embedder = load_encoder(settings)
         artifact = Artifact.load(args.artifact, **identity(embedder))
         queries = [q for _, q in rows]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -256,7 +257,9 @@ def route_shares(artifact_dir: str, queries: list[str], knob: float, config: str
     from router.policy import Policy
     from router.settings import EmbedderSettings, load_settings
 
-    settings = load_settings(config).embedder if config else EmbedderSettings(window=recorded_window(artifact_dir))
+    # Without a config: the default embedder with the artifact's routing window, on every core (a batch job).
+    settings = (load_settings(config).embedder if config
+                else EmbedderSettings(window=recorded_window(artifact_dir), threads=os.cpu_count() or 1))
     embedder = load_encoder(settings)
     artifact = Artifact.load(artifact_dir, **identity(embedder))
     refine = None
