@@ -15,19 +15,16 @@ and ``GET /fake/stats`` come from there (``paths`` counts calls, ``texts`` the t
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import hashlib
 import json
-import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from bench.harness.fake_openai import FakeConfig, FakeOpenAI, _Connection, _error
-from bench.harness.fleet import PYTHON, ROOT, FakeProcess, _read_line
+from bench.harness.fake_openai import FakeConfig, FakeOpenAI, _Connection, _error, serve
+from bench.harness.fleet import FakeProcess
 
 TABLE_ROWS = 4096
 
@@ -82,22 +79,11 @@ class FakeEmbeddings(FakeOpenAI):
 
 @dataclass
 class FakeEmbeddingsProcess(FakeProcess):
-    """One ``python -m bench.harness.fake_embeddings`` process, stopped by its pid (``kill``)."""
+    """One ``python -m bench.harness.fake_embeddings`` process, started and stopped (by its pid) as every fake is."""
 
     served_name: str = "all-MiniLM-L6-v2"
-    dim: int = 384
-
-    def start(self, timeout: float = 30.0) -> FakeEmbeddingsProcess:
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.harness.fake_embeddings", "--port", str(self.port), "--dim", str(self.dim),
-             "--served-name", self.served_name], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        try:
-            line = _read_line(self.proc, timeout)
-        except BaseException:
-            self.kill()
-            raise
-        self.port = int(line.rsplit(":", 1)[1])
-        return self
+    options: dict[str, Any] = field(default_factory=lambda: {"dim": 384})
+    module: str = "bench.harness.fake_embeddings"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,20 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     server = FakeEmbeddings(args.dim, args.served_name)
-
-    async def run() -> None:
-        port = await server.start(args.host, args.port)
-        print(f"fake_embeddings listening on http://{args.host}:{port}", flush=True)  # the parent reads the port
-        await server.serve_forever()
-
-    runner: Any = asyncio.run
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(run())
-    return 0
+    return serve(server, args.host, args.port, "fake_embeddings", use_uvloop=True)
 
 
 if __name__ == "__main__":

@@ -356,20 +356,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    config = FakeConfig(served_name=args.served_name, latency_ms=args.latency_ms, tokens_per_s=args.tokens_per_s,
-                        completion_tokens=args.completion_tokens, fault=args.fault, fault_scope=args.fault_scope)
-    server = FakeOpenAI(config)
+def serve(server: FakeOpenAI, host: str, port: int, name: str, use_uvloop: bool = False) -> int:
+    """Run a fake until interrupted; its first stdout line, ``<name> listening on http://host:port``, is the one a
+    parent process waits for (bench/harness/fleet.py reads the port from it)."""
 
     async def run() -> None:
-        port = await server.start(args.host, args.port)
-        # The one line a parent process waits for (bench/harness/fleet.py reads it to learn the port).
-        print(f"fake_openai listening on http://{args.host}:{port}", flush=True)
+        bound = await server.start(host, port)
+        print(f"{name} listening on http://{host}:{bound}", flush=True)
         await server.serve_forever()
 
     runner: Any = asyncio.run
-    if args.uvloop:
+    if use_uvloop:
         with contextlib.suppress(ImportError):
             import uvloop
 
@@ -377,6 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         runner(run())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = FakeConfig(served_name=args.served_name, latency_ms=args.latency_ms, tokens_per_s=args.tokens_per_s,
+                        completion_tokens=args.completion_tokens, fault=args.fault, fault_scope=args.fault_scope)
+    server = FakeOpenAI(config)
+    return serve(server, args.host, args.port, "fake_openai", use_uvloop=args.uvloop)
 
 
 if __name__ == "__main__":

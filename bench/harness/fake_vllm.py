@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -31,7 +30,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.harness.fake_openai import FakeOpenAI, _ClientGone, _Connection, _count_prompt_tokens, _error, _usage
+from bench.harness.fake_openai import FakeOpenAI, _ClientGone, _Connection, _count_prompt_tokens, _error, _usage, serve
 
 
 @dataclass
@@ -259,16 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     server = FakeVLLM(ReplicaConfig(args.served_name, args.slots, args.tokens_per_s, args.prefill_s,
                                     args.completion_tokens, args.stream_interval_s))
-
-    async def run() -> None:
-        port = await server.start(args.host, args.port)
-        # The one line a parent process waits for (bench/harness/fleet.py reads the port from it).
-        print(f"fake_vllm listening on http://{args.host}:{port}", flush=True)
-        await server.serve_forever()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
+    return serve(server, args.host, args.port, "fake_vllm")
 
 
 if __name__ == "__main__":
