@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.harness.fleet import FakeProcess, TriageProcess, fleet_config
 from bench.harness.prometheus import dashboard_queries, grafana_to_promql, run_prometheus
 from bench.harness.stack import BenchStack
 
@@ -56,21 +55,10 @@ class FleetPricedStack(BenchStack):
             raise ValueError(f"the fleet prices no backend for {sorted(missing)}")
         self.prices = prices
 
-    def __enter__(self) -> FleetPricedStack:
-        try:
-            for i, model in enumerate(self.models):
-                self.fakes[model] = FakeProcess(f"served-{i}", dict(self.fake_options)).start()
-            config = fleet_config(self.artifact.resolve(), self.models, self.generalist,
-                                  [self.fakes[m].base_url for m in self.models],
-                                  [self.fakes[m].served_name for m in self.models],
-                                  health=self.health, **self.config)
-            for backend in config["backends"]:
-                backend["price_per_mtok"] = dict(self.prices[backend["name"]])
-            self.triage = TriageProcess(config, self.workdir).start()
-        except BaseException:
-            self.close()
-            raise
-        return self
+    def router_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        for backend in config["backends"]:
+            backend["price_per_mtok"] = dict(self.prices[backend["name"]])
+        return config
 
 
 def embedder_settings(config: Path) -> dict[str, Any]:

@@ -77,11 +77,15 @@ class BenchStack:
                                   [self.fakes[m].base_url for m in self.models],
                                   [self.fakes[m].served_name for m in self.models],
                                   health=self.health, **self.config)
-            self.triage = TriageProcess(config, self.workdir).start()
+            self.triage = TriageProcess(self.router_config(config), self.workdir).start()
         except BaseException:
             self.close()
             raise
         return self
+
+    def router_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The router's config as ``triage serve`` gets it (a subclass may change it: prices, say)."""
+        return config
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
