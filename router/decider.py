@@ -30,6 +30,7 @@ import numpy as np
 
 from router.artifact import Artifact, ArtifactError
 from router.embedding import TextEncoder, Vectors, char_bound, clip, text_digest
+from router.embedding.base import model_window
 from router.policy import Decision, Policy, Refiner
 from router.settings import EmbedderSettings
 
@@ -58,7 +59,7 @@ class Decider:
         # at most. Measured on the model's window, not the routing window: a text cut to a 64-token window costs a
         # quarter of a 256-token one, so four times as many share a call for the same work (a budget on the cut
         # texts' characters held RouterDC's mix to ~7 queries a call: 113 instead of ~190 decisions/s).
-        self._batch_chars = 3 * char_bound(getattr(encoder, "model_tokens", encoder.max_tokens)) // 2
+        self._batch_chars = 3 * char_bound(model_window(encoder)) // 2
         self._cache: OrderedDict[bytes, Vectors] = OrderedDict()
         self._refine_cache: OrderedDict[bytes, Vectors] = OrderedDict()
         self._cache_size = settings.cache_size

@@ -61,13 +61,18 @@ def window_variant(tokens: int, model_tokens: int) -> str:
     return "" if tokens >= model_tokens else f"w{tokens}"
 
 
+def model_window(encoder: TextEncoder) -> int:
+    """The encoder's model's own token window (``model_tokens``; an encoder without one reads its whole window)."""
+    return int(getattr(encoder, "model_tokens", encoder.max_tokens))
+
+
 def identity(encoder: TextEncoder) -> dict[str, Any]:
     """What an artifact is checked against (``Artifact.load(path, **identity(encoder))``): the vectors' model
     name and dimension, the quantised weights they come from, and the routing window they read."""
     tokens = int(encoder.max_tokens)
     return {"embedder_name": encoder.name, "embedder_dim": int(encoder.dim),
             "embedder_weights": weights_of(encoder), "embedder_window": tokens,
-            "model_window": int(getattr(encoder, "model_tokens", tokens))}
+            "model_window": model_window(encoder)}
 
 
 def weights_of(encoder: object) -> str:
