@@ -23,6 +23,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.app import create_app
 from router.artifact import Artifact
@@ -74,6 +75,13 @@ def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 def per_backend(registry: CollectorRegistry, name: str, backends: list[str], **labels: str) -> dict[str, float]:
     return {b: registry.get_sample_value(name, {"backend": b, **labels}) or 0.0 for b in backends}
+
+
+def running(server: LocalVLLM) -> float:
+    """Sequences the server itself says it is generating now (vLLM's gauge, summed over its served names)."""
+    text = httpx.get(httpx.URL(server.base_url).copy_with(path="/metrics"), timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "vllm:num_requests_running")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], object]) -> None:
@@ -161,8 +169,10 @@ def test_two_real_replicas_share_the_load_and_one_killed_mid_run_loses_no_reques
         batch = [clients.submit(one, i) for i in range(24)]
         for _ in range(CLIENTS):  # a few answers first: the kill comes mid-run, not at the start
             assert done.acquire(timeout=300)
-        wait_for(lambda: sample_sum(registry, "triage_replica_in_flight", replica="1") >= 1, 120,
-                 lambda: "no request in flight on replica 1")
+        # In flight by both counts: Triage has a call open on replica 1, and replica 1's own /metrics say it is
+        # generating (Triage's count alone may still hold a call whose answer has already been sent).
+        wait_for(lambda: sample_sum(registry, "triage_replica_in_flight", replica="1") >= 1
+                 and running(replica_b) >= 1, 120, lambda: "no request in flight on replica 1")
         os.killpg(replica_b.server.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         replies = [future.result(timeout=600) for future in batch]
