@@ -6,17 +6,20 @@ thread hop per dependency per request that cost more than the whole decision for
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from router.artifact import ArtifactError
 from router.errors import ErrorResponse, InvalidRequest, NotReady
+from router.metrics import exposition
 from router.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -126,14 +129,19 @@ async def ready(triage: TriageDep) -> dict[str, Any]:
 
 @api.get("/metrics")
 async def metrics(triage: TriageDep) -> Response:
-    return Response(generate_latest(triage.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(triage.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @api.post("/admin/reload", responses=ERRORS)
-async def reload(triage: TriageDep, _: AdminDep) -> dict[str, Any]:
+async def reload(request: Request, triage: TriageDep, _: AdminDep) -> dict[str, Any]:
     try:
         routing = triage.reload()
     except ArtifactError as exc:
         raise InvalidRequest(f"artifact rejected, the previous one keeps serving: {exc}") from None
-    return {"status": "reloaded", "created_at": routing.artifact.manifest.get("created_at"),
-            "k": routing.artifact.k, "models": routing.artifact.models}
+    answer = {"status": "reloaded", "created_at": routing.artifact.manifest.get("created_at"),
+              "k": routing.artifact.k, "models": routing.artifact.models}
+    supervisor: int | None = request.app.state.supervisor
+    if supervisor is not None:  # one of `triage serve --workers N`: the others load it too
+        os.kill(supervisor, signal.SIGHUP)
+        answer["workers"] = "replacing every worker: each new one loads this artifact before the old one stops"
+    return answer

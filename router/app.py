@@ -92,7 +92,10 @@ def create_app(
     encoder: TextEncoder | None = None,
     refine_encoder: TextEncoder | None = None,
     transport_for: TransportFactory | None = None,
+    supervisor: int | None = None,
 ) -> FastAPI:
+    """The app. ``supervisor``: the pid of the ``triage serve --workers N`` process that started this one as a
+    worker; ``POST /admin/reload`` then asks it (SIGHUP) to replace every worker, not only the one that answered."""
     authenticator = Authenticator(settings.auth)
 
     @asynccontextmanager
@@ -154,6 +157,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.triage = None
+    app.state.supervisor = supervisor
     install_handlers(app)
     app.include_router(api)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)

@@ -11,7 +11,9 @@ on it (``spawn``: each re-imports Triage and runs the lifespan, so each loads it
 supervisor pickles the server config to each worker, so nothing in it may be a class made at run time: the guard's
 limits travel as attributes of :class:`ServerConfig`, and the app travels as an :class:`AppFactory` that each
 worker calls. The supervisor restarts a worker that dies, stops when one fails to start, and on SIGHUP replaces
-the workers one at a time (each new one loads the artifact before the old one goes).
+the workers one at a time (each new one loads the artifact before the old one goes), as ``POST /admin/reload`` to
+any worker also asks it to. The workers share one ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory, removed when
+the supervisor stops, unless one is given), so ``/metrics`` shows all of them whichever one answers.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
+from router.metrics import MULTIPROC_DIR
 from router.settings import ServerSettings, Settings
 
 log = logging.getLogger("triage.server")
@@ -120,10 +126,11 @@ class AppFactory:
 
         configure_logging(self.log_level)  # a spawned worker starts with no logging set up
         settings = self.settings
-        if settings.server.workers > 1:
-            worker = f"{replica_name(settings.state, settings.server.port)}-{os.getpid()}"
-            settings = settings.model_copy(update={"state": settings.state.model_copy(update={"replica_id": worker})})
-        return create_app(settings)
+        if settings.server.workers == 1:
+            return create_app(settings)
+        worker = f"{replica_name(settings.state, settings.server.port)}-{os.getpid()}"
+        settings = settings.model_copy(update={"state": settings.state.model_copy(update={"replica_id": worker})})
+        return create_app(settings, supervisor=os.getppid())  # a spawned worker's parent is the supervisor
 
 
 def workers_problem(settings: Settings) -> str | None:
@@ -150,9 +157,40 @@ def run(settings: Settings, log_level: str = "info") -> int:
         uvicorn.Server(server_config).run()
         return 0
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
 
-    supervisor = Multiprocess(server_config, sockets=[server_config.bind_socket()])
-    supervisor.run()
+    given = os.environ.get(MULTIPROC_DIR)
+    directory = given or tempfile.mkdtemp(prefix="triage-metrics-")
+    os.environ[MULTIPROC_DIR] = directory  # the spawned workers inherit it before they import prometheus-client
+    try:
+        supervisor = Supervisor(server_config, sockets=[server_config.bind_socket()])
+        supervisor.run()
+    finally:
+        if given is None:
+            del os.environ[MULTIPROC_DIR]
+            shutil.rmtree(directory, ignore_errors=True)
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also tells prometheus-client when a worker is gone (died and restarted, or
+    replaced on SIGHUP): its live gauges leave ``/metrics``, its counters stay in the sums."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = self._pids()
+        super().keep_subprocess_alive()
+        self._forget(before)
+
+    def restart_all(self) -> None:
+        before = self._pids()
+        super().restart_all()
+        self._forget(before)
+
+    def _pids(self) -> set[int]:
+        return {process.pid for process in self.processes if process.pid is not None}
+
+    def _forget(self, before: set[int]) -> None:
+        from prometheus_client import multiprocess
+
+        for pid in before - self._pids():
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

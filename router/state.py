@@ -255,7 +255,8 @@ class ResilientState(SharedState):
         self.local = local
         self.retry_s = retry_s
         self.up = Gauge("triage_shared_state_up", "1 while the shared state (Redis) answers; 0 while limits and "
-                        "feedback records are kept per process", registry=registry)
+                        "feedback records are kept per process", multiprocess_mode="livemin",
+                        registry=registry)
         self.errors = Counter("triage_shared_state_errors_total", "failed calls to the shared state (Redis)",
                               registry=registry)
         self.up.set(1)

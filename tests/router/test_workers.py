@@ -1,5 +1,6 @@
-"""``triage serve --workers N``: N processes answer on one port, share their state through Redis, are replaced
-one by one on SIGHUP, and stop with the supervisor; without Redis it refuses to start.
+"""``triage serve --workers N``: N processes answer on one port, share their state through Redis and their metrics
+through prometheus-client's multiprocess files, are replaced one by one on SIGHUP or ``POST /admin/reload``, and
+stop with the supervisor; without Redis it refuses to start.
 
 The real thing throughout: ``triage serve`` as a subprocess (uvicorn's supervisor, spawned workers), Debian's
 redis-server, fake OpenAI backends and the fake embedding service (bench/harness), each started here and stopped
@@ -16,13 +17,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness.fake_embeddings import FakeEmbeddingsProcess
 from bench.harness.fleet import ROOT, fakes, fleet_config, free_port, wait_healthy
@@ -56,6 +58,19 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status  # a zombie has exited
+
+
+def scraped(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """One ``/metrics`` scrape (a new connection: any worker may answer): ``name``'s samples summed per label set,
+    the labels other than backend and replica dropped."""
+    text = httpx.get(url + "/metrics", headers={"connection": "close"}, timeout=30).text
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                key = tuple(sorted((k, v) for k, v in sample.labels.items() if k in ("backend", "replica", "pid")))
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
 
 
 def write_config(tmp_path: Path, backend_urls: list[str], service_url: str, **extra: Any) -> Path:
@@ -138,14 +153,37 @@ def test_two_workers_answer_on_one_port_share_feedback_and_restart_on_sighup(con
         with ThreadPoolExecutor(8) as pool:
             assert Counter(pool.map(rate, request_ids)) == {"ok": 80}
 
-        # SIGHUP to the supervisor replaces the workers one at a time (each new one loads the artifact first).
-        server.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 90
-        while not (len(workers_of(server.pid)) == 2 and workers_of(server.pid).isdisjoint(workers)):
-            assert time.monotonic() < deadline, "the workers were not replaced after SIGHUP"
-            time.sleep(0.2)
-        workers |= workers_of(server.pid)
+        # /metrics is every worker's, whichever one answers: the 80 requests in each scrape, one series per label
+        # set (no per-worker copies), nothing left in flight.
+        for _ in range(6):
+            requests = scraped(url, "triage_requests_total")
+            assert sum(requests.values()) == 80 and not any("pid" in dict(key) for key in requests), requests
+            in_flight = scraped(url, "triage_replica_in_flight")
+            assert len(in_flight) == len(MODELS) and set(in_flight.values()) == {0.0}, in_flight
+
+        # POST /admin/reload to one worker (it checks the artifact, then asks the supervisor), then SIGHUP to the
+        # supervisor: each replaces the workers one at a time (each new one loads the artifact first).
+        def replaced(trigger: Callable[[], None], what: str) -> None:
+            nonlocal workers
+            before = workers_of(server.pid)
+            trigger()
+            deadline = time.monotonic() + 90
+            while not (len(workers_of(server.pid)) == 2 and workers_of(server.pid).isdisjoint(before)):
+                assert time.monotonic() < deadline, f"the workers were not replaced after {what}"
+                time.sleep(0.2)
+            workers |= workers_of(server.pid)
+
+        def reload() -> None:
+            response = httpx.post(url + "/admin/reload", timeout=30)
+            assert response.status_code == 200 and "replacing every worker" in response.json()["workers"]
+
+        replaced(reload, "POST /admin/reload")
+        replaced(lambda: server.send_signal(signal.SIGHUP), "SIGHUP")
         assert ask(80)
+        # The counters of the four workers gone are still in the sums; the gauges are the two live workers' only.
+        for _ in range(4):
+            assert sum(scraped(url, "triage_requests_total").values()) == 81
+            assert len(scraped(url, "triage_replica_in_flight")) == len(MODELS)
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)  # the supervisor stops its workers, then itself
