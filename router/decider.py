@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.artifact import Artifact, ArtifactError
 from router.embedding import TextEncoder, Vectors, char_bound, clip, text_digest
 from router.embedding.base import model_window
 from router.policy import Decision, Policy, Refiner
@@ -76,17 +75,6 @@ class Decider:
     @property
     def dim(self) -> int:
         return self.encoder.dim
-
-    def check(self, artifact: Artifact) -> None:
-        """Refuse an artifact whose refine tier this decider cannot serve (it was started without one)."""
-        tier = artifact.refine
-        if tier is None:
-            return
-        have = self.refine_encoder
-        if have is None or (have.name, have.dim) != (tier.embedder_name, tier.embedder_dim):
-            raise ArtifactError(
-                f"the artifact's refine tier needs {tier.embedder_name!r} ({tier.embedder_dim} dims); this router "
-                f"has {'no refine embedder' if have is None else repr(have.name)}: restart it to load the artifact")
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()

@@ -145,7 +145,8 @@ def test_the_server_and_triage_route_make_the_same_tiered_decisions(
 async def test_a_router_without_a_refine_embedder_refuses_a_tiered_artifact(
     tiered_artifact: Artifact, static: StaticEmbedder
 ) -> None:
-    from router.decider import Decider
+    from router.routing import Routing
 
+    # What POST /admin/reload does (Triage.reload): the running router's encoders, no loader for a new one.
     with pytest.raises(ArtifactError, match="refine tier needs 'all-MiniLM-L6-v2'.*restart"):
-        Decider(static).check(tiered_artifact)
+        Routing.load(tiered_artifact.path, static)
