@@ -73,7 +73,7 @@ class Decision:
     ood_score: float
     is_ood: bool
     knob: float
-    reason: str  # "best" | "ood_fallback" | "ood_margin" | "cliff"
+    reason: str  # "best" | "backend_down" | "ood_fallback" | "ood_margin" | "cliff"
     candidates: tuple[Candidate, ...]
     generalist: str = ""
     ood_refined: bool = False  # the OOD call came from the artifact's refine embedder
@@ -264,6 +264,11 @@ class Policy:
             "ood_fallback" if o else ("ood_margin" if mg else ("cliff" if self.artifact.cliff[c, u] else "best"))
             for o, mg, c, u in zip(est.is_ood, margined, est.cluster, unconstrained, strict=True)
         ]
+        if not avail.all():  # a model that is down now, and not past its cliff here, would have beaten the choice
+            rows = np.arange(len(chosen))
+            better = utility > utility[rows, chosen][:, None] + TIE
+            down = (better & ~avail[None, :] & ~self.artifact.cliff[est.cluster]).any(axis=1)
+            reasons = ["backend_down" if r == "best" and d else r for r, d in zip(reasons, down, strict=True)]
         return chosen.astype(np.intp), reasons
 
     def decide(

@@ -200,10 +200,7 @@ class Triage:
         if decision.ood_refined:
             self.metrics.ood_refined.inc()
         chain = self._chain(decision)
-        reason = decision.reason
-        if reason == Reason.BEST and self._avoided_down(decision, routing):
-            reason = Reason.BACKEND_DOWN
-        routed = Routed(request_id, backend=chain[0], reason=reason, knob=knob, cluster=decision.cluster,
+        routed = Routed(request_id, backend=chain[0], reason=decision.reason, knob=knob, cluster=decision.cluster,
                         ood_score=decision.ood_score, decision=decision, chain=chain, decision_seconds=elapsed)
         if request.triage is not None and request.triage.max_queue_ms is not None:
             routed.max_queue_ms = request.triage.max_queue_ms
@@ -212,16 +209,6 @@ class Triage:
             if cause is not None:
                 self.metrics.session_reroutes.labels(cause).inc()
         return routed
-
-    @staticmethod
-    def _avoided_down(decision: Decision, routing: Routing) -> bool:
-        """A model that is down now would have beaten the choice (and is not past its cliff here)."""
-        chosen = next((c for c in decision.candidates if c.model == decision.model), None)
-        if chosen is None or decision.cluster < 0:
-            return False
-        models, cliff = routing.artifact.models, routing.artifact.cliff
-        return any(c.excluded_by == "unavailable" and c.utility > chosen.utility + 1e-9
-                   and not cliff[decision.cluster, models.index(c.model)] for c in decision.candidates)
 
     def _chain(self, decision: Decision) -> list[str]:
         """The chosen backend, up to ``retries`` next-best eligible ones, and the generalist last."""

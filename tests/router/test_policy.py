@@ -77,8 +77,12 @@ def test_ties_go_to_cheaper_then_generalist(tmp_path: Path) -> None:
 def test_unavailable_models_are_skipped_and_fallbacks_end_with_generalist(tmp_path: Path) -> None:
     p = policy(tmp_path)
     (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available={"general", "cheap"})
-    assert d.model == "general"
+    assert d.model == "general" and d.reason == "backend_down"  # the specialist would have won
     assert next(c for c in d.candidates if c.model == "special").excluded_by == "unavailable"
+    (d,) = p.decide(unit(IN_CLUSTER_0), 0.0, available={"general", "special"})
+    assert d.reason == "backend_down"  # at knob 0 the cheap model would have won
+    (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available={"general", "special"})
+    assert d.reason == "best"  # it is down, but at knob 1 it would not have won
     (d,) = p.decide(unit(IN_CLUSTER_0), 1.0)
     assert d.fallbacks() == ["general", "cheap"]  # by utility; the generalist is always in the chain
     (d,) = p.decide(unit(IN_CLUSTER_0), 1.0, available={"special", "cheap"})
