@@ -267,7 +267,7 @@ class Policy:
         if not avail.all():  # a model that is down now, and not past its cliff here, would have beaten the choice
             rows = np.arange(len(chosen))
             better = utility > utility[rows, chosen][:, None] + TIE
-            down: list[bool] = (better & ~avail[None, :] & ~self.artifact.cliff[est.cluster]).any(axis=1).tolist()
+            down: npt.NDArray[np.bool_] = np.any(better & ~avail[None, :] & ~self.artifact.cliff[est.cluster], axis=1)
             reasons = ["backend_down" if r == "best" and d else r for r, d in zip(reasons, down, strict=True)]
         return chosen.astype(np.intp), reasons
 
