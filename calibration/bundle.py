@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from calibration.fit import FitResult
 from router.artifact import FORMAT_VERSION, NORMALISATION, Artifact
+
+T = TypeVar("T")
 
 Floats = npt.NDArray[np.float64]
 # The manifest keys an Artifact's fields make; the rest of its ``manifest`` (data, created_at, settings) follows.
@@ -99,16 +101,28 @@ def write_artifact(
 
 def to_dir(artifact: Artifact, out: Path, notes: Notes, write_human: Callable[[Path], None] | None = None) -> Artifact:
     """Write, validate, rename into place; returns the artifact as ``Artifact.from_dir`` reads it."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> Artifact:
         write_files(artifact, tmp, notes)
         written = Artifact.from_dir(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,
                                     embedder_weights=artifact.embedder_weights,
                                     embedder_window=artifact.embedder_window or None)
         if write_human is not None:
             write_human(tmp)
+        return written
+
+    return replace(publish(out, fill), path=out.resolve())
+
+
+def publish(out: Path, fill: Callable[[Path], T]) -> T:
+    """``fill(tmp)`` writes (and checks) a new directory beside ``out``, which is then renamed into place: a router
+    reloading ``out`` reads the old artifact or the new one, never half of one. On any error ``out`` is untouched.
+    Returns what ``fill`` returned."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result = fill(tmp)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -119,7 +133,7 @@ def to_dir(artifact: Artifact, out: Path, notes: Notes, write_human: Callable[[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return replace(written, path=out)
+    return result
 
 
 def manifest_json(a: Artifact) -> dict[str, Any]:

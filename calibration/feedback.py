@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 from scipy.stats import norm
 
+from calibration.bundle import publish
 from calibration.data import DataError
 from router.artifact import Artifact
 
@@ -158,11 +158,10 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -
     if artifact.path is None:
         raise ValueError("feedback is folded into an artifact read from a directory")
     table, cliffs = fold(artifact, observed)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
+    source = artifact.path
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
         (tmp / "table.json").write_text(json.dumps(table, indent=1))
         (tmp / "cliffs.json").write_text(json.dumps(cliffs, indent=1))
         manifest = dict(artifact.manifest)
@@ -178,21 +177,11 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -
             },
         ]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        folded = Artifact.load(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,
-                               embedder_weights=artifact.embedder_weights,
-                               embedder_window=artifact.embedder_window or None)
-        if out.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(aside / "old")
-            tmp.rename(out)
-            shutil.rmtree(aside)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    del folded  # validated in the temporary directory; load it again from where it now lives
-    return Artifact.load(out)
+        Artifact.load(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,  # validates
+                      embedder_weights=artifact.embedder_weights, embedder_window=artifact.embedder_window or None)
+
+    publish(out, fill)
+    return Artifact.load(out.resolve())
 
 
 def _names(logs: Logs) -> str:
