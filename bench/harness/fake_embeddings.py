@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.fake_openai import FakeConfig, FakeOpenAI, _Connection, _error, serve
+from bench.harness.fake_openai import FakeConfig, FakeOpenAI, _Connection, _error, serve, server_parser
 from bench.harness.fleet import FakeProcess
 
 TABLE_ROWS = 4096
@@ -87,12 +87,8 @@ class FakeEmbeddingsProcess(FakeProcess):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.harness.fake_embeddings",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: pick a free port (printed on stdout)")
+    parser = server_parser("bench.harness.fake_embeddings", __doc__, served_name="all-MiniLM-L6-v2")
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--served-name", default="all-MiniLM-L6-v2")
     return parser
 
 

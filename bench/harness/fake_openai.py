@@ -342,11 +342,17 @@ def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.harness.fake_openai", description=__doc__.split("\n\n")[0])
+def server_parser(module: str, doc: str, served_name: str = "fake-model") -> argparse.ArgumentParser:
+    """The command line every fake starts with (what :func:`serve` takes): ``--host``, ``--port``, ``--served-name``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: pick a free port (printed on stdout)")
-    parser.add_argument("--served-name", default="fake-model")
+    parser.add_argument("--served-name", default=served_name)
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = server_parser("bench.harness.fake_openai", __doc__)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="time to the first byte")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="stream pacing; 0 = no delay")
     parser.add_argument("--completion-tokens", type=int, default=16)

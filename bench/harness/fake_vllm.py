@@ -30,7 +30,16 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.harness.fake_openai import FakeOpenAI, _ClientGone, _Connection, _count_prompt_tokens, _error, _usage, serve
+from bench.harness.fake_openai import (
+    FakeOpenAI,
+    _ClientGone,
+    _Connection,
+    _count_prompt_tokens,
+    _error,
+    _usage,
+    serve,
+    server_parser,
+)
 
 
 @dataclass
@@ -242,10 +251,7 @@ class FakeVLLM(FakeOpenAI):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.harness.fake_vllm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0: pick a free port (printed on stdout)")
-    p.add_argument("--served-name", default="fake-model")
+    p = server_parser("bench.harness.fake_vllm", __doc__)
     p.add_argument("--slots", type=int, default=4, help="sequences served at a time (vLLM's --max-num-seqs)")
     p.add_argument("--tokens-per-s", type=float, default=20.0, help="decode speed of one sequence")
     p.add_argument("--prefill-s", type=float, default=0.05, help="from a slot taken to the first token")
