@@ -19,7 +19,7 @@ import math
 import shutil
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -
     table, cliffs = fold(artifact, observed)
     source = artifact.path
 
-    def fill(tmp: Path) -> None:
+    def fill(tmp: Path) -> Artifact:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         (tmp / "table.json").write_text(json.dumps(table, indent=1))
         (tmp / "cliffs.json").write_text(json.dumps(cliffs, indent=1))
@@ -177,11 +177,11 @@ def write_folded(artifact: Artifact, observed: Observed, out: Path, log: Logs) -
             },
         ]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        Artifact.load(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,  # validates
-                      embedder_weights=artifact.embedder_weights, embedder_window=artifact.embedder_window or None)
+        return Artifact.load(tmp, embedder_name=artifact.embedder_name, embedder_dim=artifact.embedder_dim,
+                             embedder_weights=artifact.embedder_weights,
+                             embedder_window=artifact.embedder_window or None)
 
-    publish(out, fill)
-    return Artifact.load(out.resolve())
+    return replace(publish(out, fill), path=out.resolve())  # as validated, where it now lives
 
 
 def _names(logs: Logs) -> str:
