@@ -23,11 +23,11 @@ import httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from router.app import create_app
 from router.artifact import Artifact
 from router.embedding.torch import Embedder
+from router.load import parse_vllm
 from router.settings import load_settings
 from tests.server import serve
 from tests.vllm_server import LocalVLLM, start_local_vllm
@@ -78,10 +78,11 @@ def per_backend(registry: CollectorRegistry, name: str, backends: list[str], **l
 
 
 def running(server: LocalVLLM) -> float:
-    """Sequences the server itself says it is generating now (vLLM's gauge, summed over its served names)."""
-    text = httpx.get(httpx.URL(server.base_url).copy_with(path="/metrics"), timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == "vllm:num_requests_running")
+    """Sequences the server itself says it is generating now (vLLM's gauge, summed over its served names, read as
+    Triage's scrape reads it)."""
+    scrape = parse_vllm(httpx.get(httpx.URL(server.base_url).copy_with(path="/metrics"), timeout=10).text, 0.0)
+    assert scrape is not None, "the replica's /metrics has no vLLM gauges"
+    return scrape.running
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], object]) -> None:
