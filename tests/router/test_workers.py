@@ -62,7 +62,7 @@ def alive(pid: int) -> bool:
 
 def scraped(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     """One ``/metrics`` scrape (a new connection: any worker may answer): ``name``'s samples summed per label set,
-    the labels other than backend and replica dropped."""
+    the labels other than backend, replica and pid (a per-worker copy would carry one) dropped."""
     text = httpx.get(url + "/metrics", headers={"connection": "close"}, timeout=30).text
     found: dict[tuple[tuple[str, str], ...], float] = {}
     for family in text_string_to_metric_families(text):
