@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from prometheus_client import multiprocess
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
@@ -190,7 +191,5 @@ class Supervisor(Multiprocess):
         return {process.pid for process in self.processes if process.pid is not None}
 
     def _forget(self, before: set[int]) -> None:
-        from prometheus_client import multiprocess
-
         for pid in before - self._pids():
             multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
